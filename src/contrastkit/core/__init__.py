@@ -1,0 +1,1 @@
+"""The torch-only core: pairing, similarity, temperature, weighting, reduction, validation."""

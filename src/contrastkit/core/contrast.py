@@ -1,0 +1,77 @@
+"""The one InfoNCE core: pairing x similarity x temperature x weighting x reduction.
+
+Every InfoNCE-family objective in ``contrastkit.losses`` (NT-Xent, SupCon, DCL, DCLW,
+HCL, debiased, CLIP, MoCo, ...) is this function with a different ``Pairs`` and
+weighting. See ``core.weighting`` for the per-pair formula.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from contrastkit.core.pairs import Pairs
+from contrastkit.core.reduction import reduce
+from contrastkit.core.similarity import pairwise
+from contrastkit.core.validation import check_choice, check_has_negative, check_has_positive
+from contrastkit.core.weighting import (
+    NEGATIVE_WEIGHTINGS,
+    POSITIVE_WEIGHTINGS,
+    log_denominator,
+    vmf_weights,
+)
+
+NO_POSITIVE_HINT = (
+    "give every class at least two samples in the batch (a class-balanced sampler), "
+    "or pass two or more views per sample"
+)
+NO_NEGATIVE_HINT = "make sure each batch holds more than one class or pass extra negatives"
+
+
+def contrast(
+    anchors: torch.Tensor,
+    candidates: torch.Tensor,
+    pairs: Pairs,
+    *,
+    scale,
+    similarity: str = "cosine",
+    negative_weighting: str = "uniform",
+    positive_weighting: str = "uniform",
+    beta: float = 0.0,
+    tau_plus: float = 0.0,
+    sigma: float = 0.5,
+    reduction: str = "mean",
+    owner: str = "info_nce",
+    s: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-anchor ``mean_p [-w_ip z_ip + log D_ip]`` over prepared embeddings, reduced.
+
+    ``anchors`` (N, D) and ``candidates`` (M, D) are already prepared for ``similarity``
+    (normalised for cosine) and in the compute dtype; ``scale`` is 1 / temperature.
+    Anchors with several positives average their per-positive terms (SupCon's L_out).
+    ``s`` may pass the similarity matrix when the caller already computed it.
+    """
+    check_choice(negative_weighting, owner, "negative_weighting", NEGATIVE_WEIGHTINGS)
+    check_choice(positive_weighting, owner, "positive_weighting", POSITIVE_WEIGHTINGS)
+    positive = pairs.positive
+    check_has_positive(positive, owner, NO_POSITIVE_HINT)
+    if negative_weighting != "uniform":
+        check_has_negative(pairs.negative, owner, NO_NEGATIVE_HINT)
+    if s is None:
+        s = pairwise(anchors, candidates, similarity)  # (N, M)
+    z = s * scale
+    log_d = log_denominator(
+        z,
+        positive,
+        pairs.valid,
+        negative_weighting,
+        beta=beta,
+        tau_plus=tau_plus,
+        scale=scale,
+    )
+    w_z = z
+    if positive_weighting == "vmf":
+        # Detached, as in lightly's DCLWLoss: the weight rescales the positive's pull.
+        w_z = vmf_weights(s.detach(), positive, sigma) * z
+    per_pair = torch.where(positive, log_d - w_z, torch.zeros_like(z))
+    per_anchor = per_pair.sum(1) / positive.sum(1)
+    return reduce(per_anchor, reduction, owner)

@@ -1,0 +1,53 @@
+"""What every loss module shares: hyperparameters as attributes, an optional learnable
+temperature, and a config that ``create_loss`` can rebuild it from."""
+
+from __future__ import annotations
+
+import inspect
+from typing import ClassVar
+
+from torch import nn
+
+from contrastkit.core.temperature import LogitScale
+from contrastkit.core.validation import check_reduction, check_temperature
+
+
+class ContrastiveLoss(nn.Module):
+    """Base for loss modules. A module stores hyperparameters and state, then calls its
+    pure function in ``contrastkit.functional``.
+
+    ``inputs`` tells a training loop how to call it:
+
+    * ``"views"``: ``loss(z1, z2, ...)`` or ``loss(z)`` with ``z`` of shape (N, V, D);
+    * ``"labels"``: like views, plus ``labels=`` (N,) integer classes (required);
+    * ``"two_tower"``: ``loss(query, key)``, row i of one matching row i of the other;
+    * ``"prediction"``: ``loss(prediction, target)`` with a stop-gradient on ``target``.
+
+    ``per_anchor`` is False for objectives defined over the whole batch (Barlow Twins,
+    VICReg), which then take no ``reduction``.
+    """
+
+    inputs: ClassVar[str] = "views"
+    per_anchor: ClassVar[bool] = True
+
+    def _init_temperature(self, temperature: float, learnable: bool) -> None:
+        self.temperature = check_temperature(temperature, type(self).__name__)
+        self.learnable = bool(learnable)
+        self.logit_scale = LogitScale(self.temperature) if self.learnable else None
+
+    def current_temperature(self):
+        """The temperature to use now: a float, or a 0-d tensor when learnable."""
+        if self.logit_scale is not None:
+            return self.logit_scale.temperature()
+        return self.temperature
+
+    def _init_reduction(self, reduction: str) -> None:
+        self.reduction = check_reduction(reduction, type(self).__name__)
+
+    def get_config(self) -> dict:
+        """Constructor arguments as stored; ``create_loss(name, **get_config())`` rebuilds it."""
+        sig = inspect.signature(type(self).__init__)
+        return {p: getattr(self, p) for p in sig.parameters if p != "self"}
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())

@@ -1,0 +1,542 @@
+"""The InfoNCE family as presets of ``core.contrast``.
+
+Multi-view presets (``info_nce``/NT-Xent, ``sup_con``, ``dcl``, ``dclw``, ``hcl``,
+``debiased_info_nce``) contrast every view of every sample against all other rows of the
+view-major ``(V * N, D)`` batch; two-tower presets (``clip``, ``moco``) contrast queries
+against keys only.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from contrastkit.core.contrast import contrast
+from contrastkit.core.pairs import (
+    from_view_labels,
+    from_views,
+    keep_hardest_negatives,
+    two_tower,
+)
+from contrastkit.core.reduction import reduce
+from contrastkit.core.similarity import pairwise
+from contrastkit.core.temperature import as_scale
+from contrastkit.core.validation import (
+    check_batch_size,
+    check_embeddings,
+    check_in_range,
+    check_positive_number,
+    check_same_shape,
+)
+from contrastkit.engine.queue import MemoryQueue
+from contrastkit.losses._inputs import (
+    optional_labels,
+    optional_negatives,
+    prepared,
+    stack_views,
+    working_dtype,
+)
+from contrastkit.losses.base import ContrastiveLoss
+from contrastkit.registry import register_loss
+
+
+def _multi_view(
+    views,
+    *,
+    owner,
+    labels=None,
+    negatives=None,
+    temperature=0.1,
+    similarity="cosine",
+    reduction="mean",
+    hardest=None,
+    **weighting,
+):
+    """Shared body of the multi-view presets. ``hardest(M) -> k`` keeps only the k most
+    similar of each anchor's M negatives (Wang & Liu's hard contrastive loss)."""
+    flat, n, v = stack_views(views, owner, min_views=1 if labels is not None else 2)
+    labels = optional_labels(labels, n, owner)
+    negatives = optional_negatives(negatives, flat, owner)
+    dtype = working_dtype(flat, negatives)
+    anchors = prepared(flat, similarity, owner, "embeddings", dtype)
+    candidates = anchors
+    pairs = from_views(n, v, flat.device) if labels is None else from_view_labels(labels, v)
+    if negatives is not None:
+        extra = prepared(negatives, similarity, owner, "negatives", dtype)
+        candidates = torch.cat([anchors, extra], 0)
+        pairs = pairs.with_extra_negatives(extra.shape[0])
+    s = pairwise(anchors, candidates, similarity)
+    if hardest is not None:
+        pairs = keep_hardest_negatives(pairs, s, hardest(int(pairs.negative.sum(1).min())))
+    return contrast(
+        anchors,
+        candidates,
+        pairs,
+        s=s,
+        scale=as_scale(temperature, owner),
+        similarity=similarity,
+        reduction=reduction,
+        owner=owner,
+        **weighting,
+    )
+
+
+def info_nce(
+    *views,
+    labels=None,
+    negatives=None,
+    temperature=0.1,
+    similarity="cosine",
+    negative_weighting="uniform",
+    positive_weighting="uniform",
+    beta=0.0,
+    tau_plus=0.0,
+    sigma=0.5,
+    reduction="mean",
+):
+    """NT-Xent / InfoNCE over V >= 2 views (Chen et al. 2020, SimCLR; Oord et al. 2018).
+
+    For anchor i with positives P(i) (its other views) and valid candidates A(i) (every
+    other row, plus ``negatives``)::
+
+        l_i = -1/|P(i)| sum_{p in P(i)} log( exp(s_ip / t) / sum_{a in A(i)} exp(s_ia / t) )
+
+    With two views this is SimCLR's 2N x (2N - 1) NT-Xent averaged over the 2N anchors.
+    The weighting arguments select the family members (see ``core.weighting``); the named
+    presets below fix them as their papers do.
+
+    Shapes: ``views`` is one ``(N, V, D)`` tensor or V tensors ``(N, D)``; ``labels``
+    ``(N,)`` integers turn it into SupCon; ``negatives`` ``(M, D)`` are extra negatives for
+    every anchor. Returns a 0-d tensor, or ``(V * N,)`` per-anchor values (view-major) with
+    ``reduction="none"``. Half-precision inputs are computed and returned in float32.
+    """
+    return _multi_view(
+        views,
+        owner="info_nce",
+        labels=labels,
+        negatives=negatives,
+        temperature=temperature,
+        similarity=similarity,
+        reduction=reduction,
+        negative_weighting=negative_weighting,
+        positive_weighting=positive_weighting,
+        beta=beta,
+        tau_plus=tau_plus,
+        sigma=sigma,
+    )
+
+
+nt_xent = info_nce
+
+
+def sup_con(*views, labels, negatives=None, temperature=0.1, similarity="cosine", reduction="mean"):
+    """Supervised contrastive loss, the "L_out" form (Khosla et al., NeurIPS 2020, eq. 2).
+
+    Follows the paper and HobbitLong/SupContrast ``losses.py``: positives are all other
+    rows (views included) of the same class, the denominator runs over every other row,
+    and each anchor averages over its positives. The official code also multiplies by
+    ``temperature / base_temperature``, which is 1 at its defaults (0.07 / 0.07); we
+    leave that factor out. One view (N, D) is allowed: positives are then other samples.
+    Raises ``ValueError`` naming the anchors whose class has no other member.
+    """
+    return _multi_view(
+        views,
+        owner="sup_con",
+        labels=labels,
+        negatives=negatives,
+        temperature=temperature,
+        similarity=similarity,
+        reduction=reduction,
+    )
+
+
+def dcl(*views, negatives=None, temperature=0.1, similarity="cosine", reduction="mean"):
+    """Decoupled contrastive loss (Yeh et al., ECCV 2022, eq. 6): the positive pair is
+    removed from the denominator, ``l_i = -s_ip/t + log sum_{n != i, p} exp(s_in/t)``.
+
+    No official code exists; this matches lightly ``lightly/loss/dcl_loss.py`` (both
+    directions averaged over the 2N anchors; negatives from both views).
+    """
+    return _multi_view(
+        views,
+        owner="dcl",
+        negatives=negatives,
+        temperature=temperature,
+        similarity=similarity,
+        reduction=reduction,
+        negative_weighting="decoupled",
+    )
+
+
+def dclw(*views, negatives=None, temperature=0.1, sigma=0.5, similarity="cosine", reduction="mean"):
+    """Weighted DCL (Yeh et al., ECCV 2022, eq. 7): DCL with the positive term weighted by
+    ``w_i = 2 - exp(s_ii/sigma) / mean_j exp(s_jj/sigma)`` (von Mises-Fisher weights).
+
+    Matches lightly's ``negative_mises_fisher_weights`` (``2 - B * softmax``, weights
+    detached). The unofficial raminnakhli/Decoupled-Contrastive-Learning ``loss/dcl.py``
+    omits the factor B, so its weights are ~2 for every sample: we follow the paper.
+    """
+    return _multi_view(
+        views,
+        owner="dclw",
+        negatives=negatives,
+        temperature=temperature,
+        similarity=similarity,
+        reduction=reduction,
+        negative_weighting="decoupled",
+        positive_weighting="vmf",
+        sigma=check_positive_number(sigma, "dclw", "sigma", "pass e.g. sigma=0.5"),
+    )
+
+
+def hcl(
+    *views,
+    negatives=None,
+    temperature=0.5,
+    beta=1.0,
+    tau_plus=0.1,
+    similarity="cosine",
+    reduction="mean",
+):
+    """Hard-negative contrastive loss (Robinson et al., ICLR 2021, eq. 6; joshr17/HCL
+    ``image/main.py``): negatives importance-weighted by ``exp(beta * s / t)`` and debiased
+    with class prior ``tau_plus``; the negative term is clamped at ``M exp(-1/t)``."""
+    return _multi_view(
+        views,
+        owner="hcl",
+        negatives=negatives,
+        temperature=temperature,
+        similarity=similarity,
+        reduction=reduction,
+        negative_weighting="debiased",
+        beta=check_in_range(beta, "hcl", "beta", 0.0, 100.0, "pass e.g. beta=1.0"),
+        tau_plus=check_in_range(tau_plus, "hcl", "tau_plus", 0.0, 0.999, "pass e.g. 0.1"),
+    )
+
+
+def debiased_info_nce(
+    *views, negatives=None, temperature=0.5, tau_plus=0.1, similarity="cosine", reduction="mean"
+):
+    """Debiased contrastive loss (Chuang et al., NeurIPS 2020, eq. 5; chingyaoc/DCL
+    ``main.py``): HCL with ``beta = 0``, correcting the negatives for same-class samples
+    with class prior ``tau_plus``."""
+    return _multi_view(
+        views,
+        owner="debiased_info_nce",
+        negatives=negatives,
+        temperature=temperature,
+        similarity=similarity,
+        reduction=reduction,
+        negative_weighting="debiased",
+        tau_plus=check_in_range(
+            tau_plus, "debiased_info_nce", "tau_plus", 0.0, 0.999, "pass e.g. 0.1"
+        ),
+    )
+
+
+def _two_tower(query, key, *, owner, negatives, temperature, similarity, symmetric, reduction):
+    check_embeddings(query, owner, "query")
+    check_embeddings(key, owner, "key")
+    check_same_shape(query, key, owner, ("query", "key"))
+    negatives = optional_negatives(negatives, query, owner)
+    if negatives is None:
+        check_batch_size(query.shape[0], owner, "query")
+    dtype = working_dtype(query, key, negatives)
+    q = prepared(query, similarity, owner, "query", dtype)
+    k = prepared(key, similarity, owner, "key", dtype)
+    n = q.shape[0]
+    pairs = two_tower(n, q.device)
+    scale = as_scale(temperature, owner)
+    common = dict(scale=scale, similarity=similarity, reduction="none", owner=owner)
+    candidates = k
+    forward_pairs = pairs
+    if negatives is not None:
+        extra = prepared(negatives, similarity, owner, "negatives", dtype)
+        candidates = torch.cat([k, extra], 0)
+        forward_pairs = pairs.with_extra_negatives(extra.shape[0])
+    per_pair = contrast(q, candidates, forward_pairs, **common)
+    if symmetric:
+        # key -> query direction; extra negatives are keys, so they take no part here.
+        per_pair = 0.5 * (per_pair + contrast(k, q, pairs, **common))
+    return reduce(per_pair, reduction, owner)
+
+
+def clip(
+    query,
+    key,
+    *,
+    negatives=None,
+    temperature=0.07,
+    symmetric=True,
+    similarity="cosine",
+    reduction="mean",
+):
+    """CLIP's symmetric two-tower InfoNCE (Radford et al., ICML 2021, Fig. 3 pseudocode;
+    open_clip ``src/open_clip/loss.py`` ``ClipLoss``): the mean of query->key and
+    key->query cross-entropies over ``logits = q k^T / t``. ``temperature`` may be a 0-d
+    tensor (learnable). ``reduction="none"`` gives each pair's two-direction mean."""
+    return _two_tower(
+        query,
+        key,
+        owner="clip",
+        negatives=negatives,
+        temperature=temperature,
+        similarity=similarity,
+        symmetric=symmetric,
+        reduction=reduction,
+    )
+
+
+def moco(query, key, *, negatives, temperature=0.07, similarity="cosine", reduction="mean"):
+    """MoCo's one-directional InfoNCE against a queue (He et al., CVPR 2020, Alg. 1):
+    ``logits = [q.k+, q.queue] / t``, cross-entropy at index 0. Unlike Algorithm 1, the
+    other keys of the batch are negatives too (set by ``two_tower``), as in MoCo v3;
+    with ``negatives=None`` this is MoCo v3's in-batch loss without its ``2 t`` factor."""
+    return _two_tower(
+        query,
+        key,
+        owner="moco",
+        negatives=negatives,
+        temperature=temperature,
+        similarity=similarity,
+        symmetric=False,
+        reduction=reduction,
+    )
+
+
+# ----------------------------------------------------------------------------- modules
+
+
+@register_loss(
+    "infonce",
+    summary="NT-Xent / InfoNCE over V >= 2 views",
+    paper="Chen et al. 2020, A Simple Framework for Contrastive Learning (SimCLR)",
+)
+class InfoNCE(ContrastiveLoss):
+    """Module form of :func:`info_nce` (NT-Xent). See that function for the formula."""
+
+    def __init__(self, temperature=0.1, similarity="cosine", learnable=False, reduction="mean"):
+        super().__init__()
+        self._init_temperature(temperature, learnable)
+        self._init_reduction(reduction)
+        self.similarity = similarity
+
+    def forward(self, *views, negatives=None):
+        return info_nce(
+            *views,
+            negatives=negatives,
+            temperature=self.current_temperature(),
+            similarity=self.similarity,
+            reduction=self.reduction,
+        )
+
+
+@register_loss(
+    "supcon",
+    summary="Supervised contrastive loss (L_out): same-class samples are positives",
+    paper="Khosla et al. 2020, Supervised Contrastive Learning",
+)
+class SupCon(ContrastiveLoss):
+    """Module form of :func:`sup_con`."""
+
+    inputs = "labels"
+
+    def __init__(self, temperature=0.1, similarity="cosine", learnable=False, reduction="mean"):
+        super().__init__()
+        self._init_temperature(temperature, learnable)
+        self._init_reduction(reduction)
+        self.similarity = similarity
+
+    def forward(self, *views, labels, negatives=None):
+        return sup_con(
+            *views,
+            labels=labels,
+            negatives=negatives,
+            temperature=self.current_temperature(),
+            similarity=self.similarity,
+            reduction=self.reduction,
+        )
+
+
+@register_loss(
+    "dcl",
+    summary="Decoupled contrastive loss: positive removed from the denominator",
+    paper="Yeh et al. 2022, Decoupled Contrastive Learning",
+)
+class DCL(ContrastiveLoss):
+    """Module form of :func:`dcl`."""
+
+    def __init__(self, temperature=0.1, similarity="cosine", reduction="mean"):
+        super().__init__()
+        self._init_temperature(temperature, False)
+        self._init_reduction(reduction)
+        self.similarity = similarity
+
+    def forward(self, *views, negatives=None):
+        return dcl(
+            *views,
+            negatives=negatives,
+            temperature=self.temperature,
+            similarity=self.similarity,
+            reduction=self.reduction,
+        )
+
+
+@register_loss(
+    "dclw",
+    summary="Weighted DCL: von Mises-Fisher weights on the positive term",
+    paper="Yeh et al. 2022, Decoupled Contrastive Learning",
+)
+class DCLW(ContrastiveLoss):
+    """Module form of :func:`dclw`."""
+
+    def __init__(self, temperature=0.1, sigma=0.5, similarity="cosine", reduction="mean"):
+        super().__init__()
+        self._init_temperature(temperature, False)
+        self._init_reduction(reduction)
+        self.sigma = check_positive_number(sigma, "DCLW", "sigma", "pass e.g. sigma=0.5")
+        self.similarity = similarity
+
+    def forward(self, *views, negatives=None):
+        return dclw(
+            *views,
+            negatives=negatives,
+            temperature=self.temperature,
+            sigma=self.sigma,
+            similarity=self.similarity,
+            reduction=self.reduction,
+        )
+
+
+@register_loss(
+    "hcl",
+    summary="Hard-negative weighted (beta) and debiased (tau_plus) InfoNCE",
+    paper="Robinson et al. 2021, Contrastive Learning with Hard Negative Samples",
+)
+class HCL(ContrastiveLoss):
+    """Module form of :func:`hcl`."""
+
+    def __init__(
+        self, temperature=0.5, beta=1.0, tau_plus=0.1, similarity="cosine", reduction="mean"
+    ):
+        super().__init__()
+        self._init_temperature(temperature, False)
+        self._init_reduction(reduction)
+        self.beta = check_in_range(beta, "HCL", "beta", 0.0, 100.0, "pass e.g. beta=1.0")
+        self.tau_plus = check_in_range(tau_plus, "HCL", "tau_plus", 0.0, 0.999, "pass e.g. 0.1")
+        self.similarity = similarity
+
+    def forward(self, *views, negatives=None):
+        return hcl(
+            *views,
+            negatives=negatives,
+            temperature=self.temperature,
+            beta=self.beta,
+            tau_plus=self.tau_plus,
+            similarity=self.similarity,
+            reduction=self.reduction,
+        )
+
+
+@register_loss(
+    "debiasedinfonce",
+    summary="Debiased contrastive loss: negatives corrected with class prior tau_plus",
+    paper="Chuang et al. 2020, Debiased Contrastive Learning",
+)
+class DebiasedInfoNCE(ContrastiveLoss):
+    """Module form of :func:`debiased_info_nce`."""
+
+    def __init__(self, temperature=0.5, tau_plus=0.1, similarity="cosine", reduction="mean"):
+        super().__init__()
+        self._init_temperature(temperature, False)
+        self._init_reduction(reduction)
+        self.tau_plus = check_in_range(
+            tau_plus, "DebiasedInfoNCE", "tau_plus", 0.0, 0.999, "pass e.g. tau_plus=0.1"
+        )
+        self.similarity = similarity
+
+    def forward(self, *views, negatives=None):
+        return debiased_info_nce(
+            *views,
+            negatives=negatives,
+            temperature=self.temperature,
+            tau_plus=self.tau_plus,
+            similarity=self.similarity,
+            reduction=self.reduction,
+        )
+
+
+@register_loss(
+    "clip",
+    summary="Symmetric two-tower InfoNCE with a learnable temperature",
+    paper="Radford et al. 2021, Learning Transferable Visual Models From Natural Language Supervision",
+)
+class CLIP(ContrastiveLoss):
+    """Module form of :func:`clip`; the temperature is learnable by default (starts at
+    0.07, ``1 / temperature`` clamped at 100 as in CLIP)."""
+
+    inputs = "two_tower"
+
+    def __init__(
+        self,
+        temperature=0.07,
+        learnable=True,
+        symmetric=True,
+        similarity="cosine",
+        reduction="mean",
+    ):
+        super().__init__()
+        self._init_temperature(temperature, learnable)
+        self._init_reduction(reduction)
+        self.symmetric = bool(symmetric)
+        self.similarity = similarity
+
+    def forward(self, query, key, negatives=None):
+        return clip(
+            query,
+            key,
+            negatives=negatives,
+            temperature=self.current_temperature(),
+            symmetric=self.symmetric,
+            similarity=self.similarity,
+            reduction=self.reduction,
+        )
+
+
+@register_loss(
+    "moco",
+    summary="One-directional InfoNCE of queries against keys and a queue of past keys",
+    paper="He et al. 2020, Momentum Contrast for Unsupervised Visual Representation Learning",
+)
+class MoCo(ContrastiveLoss):
+    """Module form of :func:`moco` that can own its queue.
+
+    With ``queue_size > 0`` and no ``negatives=`` passed, the queue's contents are the
+    negatives and the (detached) keys are enqueued after the loss is computed, as in
+    MoCo's Algorithm 1. The queue is a buffer, so it is saved in ``state_dict``.
+    """
+
+    inputs = "two_tower"
+
+    def __init__(self, temperature=0.07, queue_size=0, similarity="cosine", reduction="mean"):
+        super().__init__()
+        self._init_temperature(temperature, False)
+        self._init_reduction(reduction)
+        self.queue_size = int(queue_size)
+        self.similarity = similarity
+        self.queue = MemoryQueue(self.queue_size) if self.queue_size > 0 else None
+
+    def forward(self, query, key, negatives=None):
+        own_queue = negatives is None and self.queue is not None
+        if own_queue:
+            negatives = self.queue.get(like=key)
+        loss = moco(
+            query,
+            key,
+            negatives=negatives,
+            temperature=self.temperature,
+            similarity=self.similarity,
+            reduction=self.reduction,
+        )
+        if own_queue and self.training:
+            self.queue.push(key)
+        return loss

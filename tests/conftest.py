@@ -1,0 +1,8 @@
+import sys
+from pathlib import Path
+
+import torch
+
+# Tests import their loop references as a plain module.
+sys.path.insert(0, str(Path(__file__).parent))
+torch.set_num_threads(1)
