@@ -4,6 +4,7 @@ temperature, and a config that ``create_loss`` can rebuild it from."""
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import ClassVar
 
 from torch import nn
@@ -29,6 +30,20 @@ class ContrastiveLoss(nn.Module):
 
     inputs: ClassVar[str] = "views"
     per_anchor: ClassVar[bool] = True
+    function: ClassVar[Callable]  # the pure function in contrastkit.functional
+
+    def forward(self, *inputs, **kwargs):
+        """Call the pure function with the stored hyperparameters; ``kwargs`` carries the
+        per-batch inputs (``labels=``, ``negatives=``)."""
+        return type(self).function(*inputs, **self.function_kwargs(), **kwargs)
+
+    def function_kwargs(self) -> dict:
+        """Stored hyperparameters that the function takes, with the current temperature."""
+        params = inspect.signature(type(self).function).parameters
+        kwargs = {k: v for k, v in self.get_config().items() if k in params}
+        if "temperature" in kwargs:
+            kwargs["temperature"] = self.current_temperature()
+        return kwargs
 
     def _init_temperature(self, temperature: float, learnable: bool) -> None:
         self.temperature = check_temperature(temperature, type(self).__name__)

@@ -100,6 +100,8 @@ def simple_contrastive(
 class HardContrastive(ContrastiveLoss):
     """Module form of :func:`hard_contrastive`."""
 
+    function = staticmethod(hard_contrastive)
+
     def __init__(self, temperature=0.2, alpha=0.0819, similarity="cosine", reduction="mean"):
         super().__init__()
         self._init_temperature(temperature, False)
@@ -107,16 +109,6 @@ class HardContrastive(ContrastiveLoss):
         self.alpha = alpha
         _keep_fraction(alpha, "HardContrastive")
         self.similarity = similarity
-
-    def forward(self, *views, negatives=None):
-        return hard_contrastive(
-            *views,
-            negatives=negatives,
-            temperature=self.temperature,
-            alpha=self.alpha,
-            similarity=self.similarity,
-            reduction=self.reduction,
-        )
 
 
 @register_loss(
@@ -127,6 +119,8 @@ class HardContrastive(ContrastiveLoss):
 class SimpleContrastive(ContrastiveLoss):
     """Module form of :func:`simple_contrastive`."""
 
+    function = staticmethod(simple_contrastive)
+
     def __init__(self, lam=None, alpha=None, similarity="cosine", reduction="mean"):
         super().__init__()
         self._init_reduction(reduction)
@@ -136,13 +130,3 @@ class SimpleContrastive(ContrastiveLoss):
         self.lam = lam
         self.alpha = alpha
         self.similarity = similarity
-
-    def forward(self, *views, negatives=None):
-        return simple_contrastive(
-            *views,
-            negatives=negatives,
-            lam=self.lam,
-            alpha=self.alpha,
-            similarity=self.similarity,
-            reduction=self.reduction,
-        )

@@ -314,20 +314,13 @@ def moco(query, key, *, negatives, temperature=0.07, similarity="cosine", reduct
 class InfoNCE(ContrastiveLoss):
     """Module form of :func:`info_nce` (NT-Xent). See that function for the formula."""
 
+    function = staticmethod(info_nce)
+
     def __init__(self, temperature=0.1, similarity="cosine", learnable=False, reduction="mean"):
         super().__init__()
         self._init_temperature(temperature, learnable)
         self._init_reduction(reduction)
         self.similarity = similarity
-
-    def forward(self, *views, negatives=None):
-        return info_nce(
-            *views,
-            negatives=negatives,
-            temperature=self.current_temperature(),
-            similarity=self.similarity,
-            reduction=self.reduction,
-        )
 
 
 @register_loss(
@@ -338,6 +331,8 @@ class InfoNCE(ContrastiveLoss):
 class SupCon(ContrastiveLoss):
     """Module form of :func:`sup_con`."""
 
+    function = staticmethod(sup_con)
+
     inputs = "labels"
 
     def __init__(self, temperature=0.1, similarity="cosine", learnable=False, reduction="mean"):
@@ -345,16 +340,6 @@ class SupCon(ContrastiveLoss):
         self._init_temperature(temperature, learnable)
         self._init_reduction(reduction)
         self.similarity = similarity
-
-    def forward(self, *views, labels, negatives=None):
-        return sup_con(
-            *views,
-            labels=labels,
-            negatives=negatives,
-            temperature=self.current_temperature(),
-            similarity=self.similarity,
-            reduction=self.reduction,
-        )
 
 
 @register_loss(
@@ -365,20 +350,13 @@ class SupCon(ContrastiveLoss):
 class DCL(ContrastiveLoss):
     """Module form of :func:`dcl`."""
 
+    function = staticmethod(dcl)
+
     def __init__(self, temperature=0.1, similarity="cosine", reduction="mean"):
         super().__init__()
         self._init_temperature(temperature, False)
         self._init_reduction(reduction)
         self.similarity = similarity
-
-    def forward(self, *views, negatives=None):
-        return dcl(
-            *views,
-            negatives=negatives,
-            temperature=self.temperature,
-            similarity=self.similarity,
-            reduction=self.reduction,
-        )
 
 
 @register_loss(
@@ -389,22 +367,14 @@ class DCL(ContrastiveLoss):
 class DCLW(ContrastiveLoss):
     """Module form of :func:`dclw`."""
 
+    function = staticmethod(dclw)
+
     def __init__(self, temperature=0.1, sigma=0.5, similarity="cosine", reduction="mean"):
         super().__init__()
         self._init_temperature(temperature, False)
         self._init_reduction(reduction)
         self.sigma = check_positive_number(sigma, "DCLW", "sigma", "pass e.g. sigma=0.5")
         self.similarity = similarity
-
-    def forward(self, *views, negatives=None):
-        return dclw(
-            *views,
-            negatives=negatives,
-            temperature=self.temperature,
-            sigma=self.sigma,
-            similarity=self.similarity,
-            reduction=self.reduction,
-        )
 
 
 @register_loss(
@@ -414,6 +384,8 @@ class DCLW(ContrastiveLoss):
 )
 class HCL(ContrastiveLoss):
     """Module form of :func:`hcl`."""
+
+    function = staticmethod(hcl)
 
     def __init__(
         self, temperature=0.5, beta=1.0, tau_plus=0.1, similarity="cosine", reduction="mean"
@@ -425,17 +397,6 @@ class HCL(ContrastiveLoss):
         self.tau_plus = check_in_range(tau_plus, "HCL", "tau_plus", 0.0, 0.999, "pass e.g. 0.1")
         self.similarity = similarity
 
-    def forward(self, *views, negatives=None):
-        return hcl(
-            *views,
-            negatives=negatives,
-            temperature=self.temperature,
-            beta=self.beta,
-            tau_plus=self.tau_plus,
-            similarity=self.similarity,
-            reduction=self.reduction,
-        )
-
 
 @register_loss(
     "debiasedinfonce",
@@ -444,6 +405,8 @@ class HCL(ContrastiveLoss):
 )
 class DebiasedInfoNCE(ContrastiveLoss):
     """Module form of :func:`debiased_info_nce`."""
+
+    function = staticmethod(debiased_info_nce)
 
     def __init__(self, temperature=0.5, tau_plus=0.1, similarity="cosine", reduction="mean"):
         super().__init__()
@@ -454,16 +417,6 @@ class DebiasedInfoNCE(ContrastiveLoss):
         )
         self.similarity = similarity
 
-    def forward(self, *views, negatives=None):
-        return debiased_info_nce(
-            *views,
-            negatives=negatives,
-            temperature=self.temperature,
-            tau_plus=self.tau_plus,
-            similarity=self.similarity,
-            reduction=self.reduction,
-        )
-
 
 @register_loss(
     "clip",
@@ -473,6 +426,8 @@ class DebiasedInfoNCE(ContrastiveLoss):
 class CLIP(ContrastiveLoss):
     """Module form of :func:`clip`; the temperature is learnable by default (starts at
     0.07, ``1 / temperature`` clamped at 100 as in CLIP)."""
+
+    function = staticmethod(clip)
 
     inputs = "two_tower"
 
@@ -490,17 +445,6 @@ class CLIP(ContrastiveLoss):
         self.symmetric = bool(symmetric)
         self.similarity = similarity
 
-    def forward(self, query, key, negatives=None):
-        return clip(
-            query,
-            key,
-            negatives=negatives,
-            temperature=self.current_temperature(),
-            symmetric=self.symmetric,
-            similarity=self.similarity,
-            reduction=self.reduction,
-        )
-
 
 @register_loss(
     "moco",
@@ -514,6 +458,8 @@ class MoCo(ContrastiveLoss):
     negatives and the (detached) keys are enqueued after the loss is computed, as in
     MoCo's Algorithm 1. The queue is a buffer, so it is saved in ``state_dict``.
     """
+
+    function = staticmethod(moco)
 
     inputs = "two_tower"
 
@@ -529,14 +475,7 @@ class MoCo(ContrastiveLoss):
         own_queue = negatives is None and self.queue is not None
         if own_queue:
             negatives = self.queue.get(like=key)
-        loss = moco(
-            query,
-            key,
-            negatives=negatives,
-            temperature=self.temperature,
-            similarity=self.similarity,
-            reduction=self.reduction,
-        )
+        loss = super().forward(query, key, negatives=negatives)
         if own_queue and self.training:
             self.queue.push(key)
         return loss

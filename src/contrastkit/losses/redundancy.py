@@ -97,15 +97,14 @@ def vicreg(z1, z2, *, sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0, eps=1e-4, v
 class BarlowTwins(ContrastiveLoss):
     """Module form of :func:`barlow_twins`."""
 
+    function = staticmethod(barlow_twins)
+
     per_anchor = False
 
     def __init__(self, lambd=5e-3, eps=1e-5):
         super().__init__()
         self.lambd = check_positive_number(lambd, "BarlowTwins", "lambd", "pass e.g. 5e-3")
         self.eps = check_positive_number(eps, "BarlowTwins", "eps", "pass e.g. 1e-5")
-
-    def forward(self, z1, z2):
-        return barlow_twins(z1, z2, lambd=self.lambd, eps=self.eps)
 
 
 @register_loss(
@@ -115,6 +114,8 @@ class BarlowTwins(ContrastiveLoss):
 )
 class VICReg(ContrastiveLoss):
     """Module form of :func:`vicreg`."""
+
+    function = staticmethod(vicreg)
 
     per_anchor = False
 
@@ -130,14 +131,3 @@ class VICReg(ContrastiveLoss):
         self.sim_coeff, self.std_coeff, self.cov_coeff = sim_coeff, std_coeff, cov_coeff
         self.eps = eps
         self.variant = check_choice(variant, "VICReg", "variant", VICREG_VARIANTS)
-
-    def forward(self, z1, z2):
-        return vicreg(
-            z1,
-            z2,
-            sim_coeff=self.sim_coeff,
-            std_coeff=self.std_coeff,
-            cov_coeff=self.cov_coeff,
-            eps=self.eps,
-            variant=self.variant,
-        )

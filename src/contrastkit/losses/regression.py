@@ -34,6 +34,7 @@ def normalized_regression(prediction, target, *, form="byol", stop_gradient=True
 
 class _NormalizedRegression(ContrastiveLoss):
     inputs = "prediction"
+    function = staticmethod(normalized_regression)
     form = "byol"
 
     def __init__(self, stop_gradient=True, reduction="mean"):
@@ -41,14 +42,8 @@ class _NormalizedRegression(ContrastiveLoss):
         self._init_reduction(reduction)
         self.stop_gradient = bool(stop_gradient)
 
-    def forward(self, prediction, target):
-        return normalized_regression(
-            prediction,
-            target,
-            form=self.form,
-            stop_gradient=self.stop_gradient,
-            reduction=self.reduction,
-        )
+    def function_kwargs(self) -> dict:
+        return {**super().function_kwargs(), "form": self.form}
 
 
 @register_loss(

@@ -50,6 +50,8 @@ def siglip(query, key, *, temperature=0.1, bias=-10.0, similarity="cosine", redu
 class SigLIP(ContrastiveLoss):
     """Module form of :func:`siglip`; temperature and bias are learnable by default."""
 
+    function = staticmethod(siglip)
+
     inputs = "two_tower"
 
     def __init__(
@@ -66,13 +68,8 @@ class SigLIP(ContrastiveLoss):
         self.bias_param = nn.Parameter(torch.tensor(self.bias)) if self.learnable else None
         self.similarity = similarity
 
-    def forward(self, query, key):
-        bias = self.bias_param if self.bias_param is not None else self.bias
-        return siglip(
-            query,
-            key,
-            temperature=self.current_temperature(),
-            bias=bias,
-            similarity=self.similarity,
-            reduction=self.reduction,
-        )
+    def function_kwargs(self) -> dict:
+        kwargs = super().function_kwargs()
+        if self.bias_param is not None:
+            kwargs["bias"] = self.bias_param
+        return kwargs

@@ -71,6 +71,8 @@ def triplet_margin(
 class TripletMargin(ContrastiveLoss):
     """Module form of :func:`triplet_margin`."""
 
+    function = staticmethod(triplet_margin)
+
     inputs = "labels"
 
     def __init__(self, margin=0.2, distance="euclidean", normalize=True, reduction="mean"):
@@ -82,13 +84,3 @@ class TripletMargin(ContrastiveLoss):
         self.margin = margin
         self.distance = distance
         self.normalize = bool(normalize)
-
-    def forward(self, *views, labels):
-        return triplet_margin(
-            *views,
-            labels=labels,
-            margin=self.margin,
-            distance=self.distance,
-            normalize=self.normalize,
-            reduction=self.reduction,
-        )

@@ -1,0 +1,24 @@
+"""Evaluation of frozen embeddings: kNN, linear probes, retrieval and clustering metrics.
+
+Every function accepts torch tensors or numpy arrays and returns floats or dicts of
+floats. scikit-learn is imported only inside the functions that use it.
+
+- ``knn_accuracy``: weighted cosine kNN (Wu et al. 2018, InstDisc).
+- ``linear_probe``, ``linear_probe_regression``: logistic regression / ridge.
+- ``retrieval_metrics``, ``retrieval_from_embeddings``: recall@k, hit@k, MRR, nDCG@k.
+- ``clustering_scores``: k-means NMI and ARI.
+"""
+
+from contrastkit.evaluation.clustering import clustering_scores
+from contrastkit.evaluation.knn import knn_accuracy
+from contrastkit.evaluation.linear import linear_probe, linear_probe_regression
+from contrastkit.evaluation.retrieval import retrieval_from_embeddings, retrieval_metrics
+
+__all__ = [
+    "clustering_scores",
+    "knn_accuracy",
+    "linear_probe",
+    "linear_probe_regression",
+    "retrieval_from_embeddings",
+    "retrieval_metrics",
+]
