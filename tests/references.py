@@ -226,3 +226,23 @@ def normalized_regression(p, z, form):
         cos = dot(unit(p[i]), unit(z[i].detach()))
         out.append(2 - 2 * cos if form == "byol" else -cos)
     return torch.stack(out)
+
+
+def masked_info_nce(anchors, candidates, positive, valid, t):
+    """Per anchor: mean over its positives p of -s_ip/t + log sum over valid a of exp(s_ia/t)."""
+    losses = []
+    for i in range(anchors.shape[0]):
+        den = log_sum_exp(
+            [
+                sim(anchors[i], candidates[a], "cosine") / t
+                for a in range(candidates.shape[0])
+                if valid[i, a]
+            ]
+        )
+        terms = [
+            -sim(anchors[i], candidates[p], "cosine") / t + den
+            for p in range(candidates.shape[0])
+            if positive[i, p] and valid[i, p]
+        ]
+        losses.append(sum(terms) / len(terms))
+    return torch.stack(losses)

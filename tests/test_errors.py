@@ -152,3 +152,17 @@ def test_queue_rejects_bad_size_and_dimension():
     q.push(z(4, 3))
     with pytest.raises(ValueError, match=r"`x` has dimension 2 but the queue holds 3"):
         q.push(z(4, 2))
+
+
+def test_masked_info_nce_needs_exactly_one_pairing():
+    with pytest.raises(ValueError, match=r"`positive_mask` and `index_pairs` are both given"):
+        F.masked_info_nce(z())
+    with pytest.raises(ValueError, match=r"`positive_mask` has shape \(4, 3\).*\(4, 5\)"):
+        F.masked_info_nce(z(), z(5), positive_mask=torch.ones(4, 3, dtype=torch.bool))
+
+
+def test_masked_info_nce_names_the_anchor_without_positive():
+    mask = torch.eye(4, dtype=torch.bool)
+    mask[1, 1] = False
+    with pytest.raises(ValueError, match=r"masked_info_nce: `positive_mask` leave anchors \[1\]"):
+        F.masked_info_nce(z(), z(seed=1), positive_mask=mask)

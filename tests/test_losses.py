@@ -13,6 +13,11 @@ import references as ref
 
 N, D = 6, 5
 LABELS = torch.tensor([0, 1, 0, 2, 1, 2])
+# An arbitrary pairing over 6 anchors x 9 candidates: every row has a positive.
+VALID_MASK = torch.rand(N, 9, generator=torch.Generator().manual_seed(4)) > 0.2
+POS_MASK = (torch.rand(N, 9, generator=torch.Generator().manual_seed(5)) > 0.6) & VALID_MASK
+POS_MASK[torch.arange(N), torch.arange(N)] = True
+VALID_MASK[torch.arange(N), torch.arange(N)] = True
 
 
 def randn(*shape, seed=0, dtype=torch.float64):
@@ -160,6 +165,18 @@ CASES = {
         lambda: views(2),
         lambda x: F.vicreg(*x, variant="official_code"),
         lambda x: ref.vicreg(x[0], x[1], 25.0, 25.0, 1.0, 1e-4, "official_code"),
+    ),
+    "masked_info_nce": (
+        lambda: [randn(N, D, seed=1), randn(9, D, seed=2)],
+        lambda x: F.masked_info_nce(
+            x[0],
+            x[1],
+            positive_mask=POS_MASK,
+            valid_mask=VALID_MASK,
+            temperature=0.3,
+            reduction="none",
+        ),
+        lambda x: ref.masked_info_nce(x[0], x[1], POS_MASK, VALID_MASK, 0.3),
     ),
     "byol": (
         lambda: views(2),
@@ -335,3 +352,18 @@ def test_learnable_temperature_gets_a_gradient_and_is_clamped():
     with torch.no_grad():
         loss.logit_scale.log_scale.fill_(10.0)  # scale e^10, far beyond 100
     assert float(loss.current_temperature()) == pytest.approx(0.01)
+
+
+def test_masked_info_nce_reproduces_the_presets():
+    z1, z2 = views(2)
+    both = torch.cat([z1, z2])
+    ids = torch.arange(N).repeat(2)
+    same = ids[:, None] == ids[None, :]
+    torch.testing.assert_close(
+        F.masked_info_nce(both, positive_mask=same), F.info_nce(z1, z2, temperature=0.1)
+    )
+    pairs = torch.stack([torch.arange(N), torch.arange(N)], 1)
+    torch.testing.assert_close(
+        F.masked_info_nce(z1, z2, index_pairs=pairs, temperature=0.07),
+        F.clip(z1, z2, temperature=0.07, symmetric=False),
+    )

@@ -42,20 +42,22 @@ def contrast(
     reduction: str = "mean",
     owner: str = "info_nce",
     s: torch.Tensor | None = None,
+    pairs_arg: str = "labels",
 ) -> torch.Tensor:
     """Per-anchor ``mean_p [-w_ip z_ip + log D_ip]`` over prepared embeddings, reduced.
 
     ``anchors`` (N, D) and ``candidates`` (M, D) are already prepared for ``similarity``
     (normalised for cosine) and in the compute dtype; ``scale`` is 1 / temperature.
     Anchors with several positives average their per-positive terms (SupCon's L_out).
-    ``s`` may pass the similarity matrix when the caller already computed it.
+    ``s`` may pass the similarity matrix when the caller already computed it;
+    ``pairs_arg`` names the argument that defined the pairs, for error messages.
     """
     check_choice(negative_weighting, owner, "negative_weighting", NEGATIVE_WEIGHTINGS)
     check_choice(positive_weighting, owner, "positive_weighting", POSITIVE_WEIGHTINGS)
     positive = pairs.positive
-    check_has_positive(positive, owner, NO_POSITIVE_HINT)
+    check_has_positive(positive, owner, NO_POSITIVE_HINT, pairs_arg)
     if negative_weighting != "uniform":
-        check_has_negative(pairs.negative, owner, NO_NEGATIVE_HINT)
+        check_has_negative(pairs.negative, owner, NO_NEGATIVE_HINT, pairs_arg)
     if s is None:
         s = pairwise(anchors, candidates, similarity)  # (N, M)
     z = s * scale

@@ -70,7 +70,8 @@ def two_tower(n: int, device=None) -> Pairs:
 
 
 def from_mask(positive: torch.Tensor, valid: torch.Tensor | None = None) -> Pairs:
-    """Explicit positive mask (and optionally which candidates may be contrasted at all)."""
+    """Explicit positive mask (and optionally which candidates may be contrasted at all;
+    default: every candidate, so pass ``not_self(n)`` when anchors are the candidates)."""
     if positive.dtype != torch.bool or positive.dim() != 2:
         _fail(
             "from_mask",
@@ -82,8 +83,6 @@ def from_mask(positive: torch.Tensor, valid: torch.Tensor | None = None) -> Pair
         )
     if valid is None:
         valid = torch.ones_like(positive)
-        if positive.shape[0] == positive.shape[1]:
-            valid = not_self(positive.shape[0], positive.device)
     return Pairs(positive & valid, valid)
 
 

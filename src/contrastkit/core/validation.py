@@ -179,24 +179,24 @@ def check_labels(labels, n: int, owner: str, arg: str = "labels") -> torch.Tenso
     return labels
 
 
-def check_has_positive(positive_mask: torch.Tensor, owner: str, hint: str) -> None:
+def check_has_positive(positive_mask, owner: str, hint: str, arg: str = "labels") -> None:
     lonely = ~positive_mask.any(dim=1)
     if bool(lonely.any()):
         _fail(
             owner,
-            "labels",
+            arg,
             f"leave anchors [{_preview(lonely.nonzero().flatten())}] with no positive",
             "every anchor needs at least one positive",
             hint,
         )
 
 
-def check_has_negative(negative_mask: torch.Tensor, owner: str, hint: str) -> None:
+def check_has_negative(negative_mask, owner: str, hint: str, arg: str = "labels") -> None:
     lonely = ~negative_mask.any(dim=1)
     if bool(lonely.any()):
         _fail(
             owner,
-            "labels",
+            arg,
             f"leave anchors [{_preview(lonely.nonzero().flatten())}] with no negative",
             "this objective needs at least one negative per anchor",
             hint,

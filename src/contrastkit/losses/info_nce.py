@@ -12,20 +12,26 @@ import torch
 
 from contrastkit.core.contrast import contrast
 from contrastkit.core.pairs import (
+    from_index_pairs,
+    from_mask,
     from_view_labels,
     from_views,
     keep_hardest_negatives,
+    not_self,
     two_tower,
 )
 from contrastkit.core.reduction import reduce
 from contrastkit.core.similarity import pairwise
 from contrastkit.core.temperature import as_scale
 from contrastkit.core.validation import (
+    _fail,
     check_batch_size,
     check_embeddings,
+    check_feature_dim,
     check_in_range,
     check_positive_number,
     check_same_shape,
+    check_tensor,
 )
 from contrastkit.engine.queue import MemoryQueue
 from contrastkit.losses._inputs import (
@@ -126,6 +132,82 @@ def info_nce(
 
 
 nt_xent = info_nce
+
+
+def masked_info_nce(
+    anchors,
+    candidates=None,
+    *,
+    positive_mask=None,
+    index_pairs=None,
+    valid_mask=None,
+    temperature=0.1,
+    similarity="cosine",
+    negative_weighting="uniform",
+    positive_weighting="uniform",
+    beta=0.0,
+    tau_plus=0.0,
+    sigma=0.5,
+    reduction="mean",
+):
+    """The InfoNCE core with an explicit pairing, for structures no preset covers (graph
+    edges, user-item interactions, mined pairs).
+
+    ``anchors`` (N, D) are contrasted with ``candidates`` (M, D) (default: the anchors
+    themselves, with each anchor excluded from its own row). Positives come from
+    ``positive_mask`` (N, M) bool or ``index_pairs`` (P, 2) of (anchor, candidate);
+    ``valid_mask`` (N, M) limits which candidates may enter a denominator at all.
+    Returns the mean, sum or per-anchor ``(N,)`` loss; weighting as in :func:`info_nce`.
+    """
+    owner = "masked_info_nce"
+    check_embeddings(anchors, owner, "anchors")
+    same = candidates is None
+    candidates = anchors if same else check_embeddings(candidates, owner, "candidates")
+    check_feature_dim(anchors, candidates, owner, ("anchors", "candidates"))
+    n, m = anchors.shape[0], candidates.shape[0]
+    if (positive_mask is None) == (index_pairs is None):
+        _fail(
+            owner,
+            "positive_mask",
+            "and `index_pairs` are both given or both missing",
+            "exactly one of them defines the positives",
+            "pass positive_mask=(N, M) bool or index_pairs=(P, 2)",
+        )
+    if index_pairs is not None:
+        positive_mask = from_index_pairs(
+            check_tensor(index_pairs, owner, "index_pairs"), n, m
+        ).positive
+    check_tensor(positive_mask, owner, "positive_mask")
+    for name, mask in (("positive_mask", positive_mask), ("valid_mask", valid_mask)):
+        if mask is not None and tuple(mask.shape) != (n, m):
+            _fail(
+                owner,
+                name,
+                f"has shape {tuple(mask.shape)}",
+                f"it must be (N, M) = ({n}, {m})",
+                "build it over anchors x candidates",
+            )
+    if valid_mask is None and same:
+        valid_mask = not_self(n, anchors.device)
+    pairs = from_mask(positive_mask.bool(), None if valid_mask is None else valid_mask.bool())
+    dtype = working_dtype(anchors, candidates)
+    a = prepared(anchors, similarity, owner, "anchors", dtype)
+    c = a if same else prepared(candidates, similarity, owner, "candidates", dtype)
+    return contrast(
+        a,
+        c,
+        pairs,
+        scale=as_scale(temperature, owner),
+        similarity=similarity,
+        negative_weighting=negative_weighting,
+        positive_weighting=positive_weighting,
+        beta=beta,
+        tau_plus=tau_plus,
+        sigma=sigma,
+        reduction=reduction,
+        owner=owner,
+        pairs_arg="positive_mask" if index_pairs is None else "index_pairs",
+    )
 
 
 def sup_con(*views, labels, negatives=None, temperature=0.1, similarity="cosine", reduction="mean"):
@@ -253,10 +335,11 @@ def _two_tower(query, key, *, owner, negatives, temperature, similarity, symmetr
         extra = prepared(negatives, similarity, owner, "negatives", dtype)
         candidates = torch.cat([k, extra], 0)
         forward_pairs = pairs.with_extra_negatives(extra.shape[0])
-    per_pair = contrast(q, candidates, forward_pairs, **common)
+    s = pairwise(q, candidates, similarity)  # one product serves both directions
+    per_pair = contrast(q, candidates, forward_pairs, s=s, **common)
     if symmetric:
         # key -> query direction; extra negatives are keys, so they take no part here.
-        per_pair = 0.5 * (per_pair + contrast(k, q, pairs, **common))
+        per_pair = 0.5 * (per_pair + contrast(k, q, pairs, s=s[:, :n].T, **common))
     return reduce(per_pair, reduction, owner)
 
 
