@@ -166,3 +166,8 @@ def test_masked_info_nce_names_the_anchor_without_positive():
     mask[1, 1] = False
     with pytest.raises(ValueError, match=r"masked_info_nce: `positive_mask` leave anchors \[1\]"):
         F.masked_info_nce(z(), z(seed=1), positive_mask=mask)
+
+
+def test_mixed_view_layouts_are_rejected():
+    with pytest.raises(ValueError, match=r"`views\[1\]` has shape \(4, 2, 3\).*2-D"):
+        F.info_nce(z(), torch.randn(4, 2, 3))

@@ -367,3 +367,29 @@ def test_masked_info_nce_reproduces_the_presets():
         F.masked_info_nce(z1, z2, index_pairs=pairs, temperature=0.07),
         F.clip(z1, z2, temperature=0.07, symmetric=False),
     )
+
+
+OTHER_LOW_PRECISION = {
+    "triplet": lambda x: F.triplet_margin(
+        x[0], x[1], labels=torch.arange(16) % 4, reduction="none"
+    ),
+    "simple_contrastive": lambda x: F.simple_contrastive(x[0], x[1], reduction="none"),
+    "barlow_twins": lambda x: F.barlow_twins(x[0], x[1]),
+    "vicreg": lambda x: F.vicreg(x[0], x[1]),
+    "byol": lambda x: F.normalized_regression(x[0], x[1], form="byol", reduction="none"),
+    "simsiam": lambda x: F.normalized_regression(x[0], x[1], form="simsiam", reduction="none"),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("name", sorted(OTHER_LOW_PRECISION))
+def test_other_losses_in_low_precision(name, dtype):
+    fn = OTHER_LOW_PRECISION[name]
+    low = [x.to(dtype).requires_grad_(True) for x in views(2, n=16)]
+    out = fn(low)
+    out.sum().backward()
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert low[0].grad is not None  # (the BYOL/SimSiam target is stop-gradient)
+    assert all(torch.isfinite(x.grad).all() for x in low if x.grad is not None)
+    exact = fn([x.detach().double() for x in low])
+    torch.testing.assert_close(out.double(), exact, rtol=1e-5, atol=1e-5)
