@@ -58,9 +58,10 @@ def contrast(
     check_has_positive(positive, owner, NO_POSITIVE_HINT, pairs_arg)
     if negative_weighting != "uniform":
         check_has_negative(pairs.negative, owner, NO_NEGATIVE_HINT, pairs_arg)
-    if s is None:
-        s = pairwise(anchors, candidates, similarity)  # (N, M)
-    z = s * scale
+    if s is None and similarity != "neg_sq_l2":
+        z = pairwise(anchors * scale, candidates, similarity)  # scale folded into the product
+    else:
+        z = (pairwise(anchors, candidates, similarity) if s is None else s) * scale  # (N, M)
     log_d = log_denominator(
         z,
         positive,
@@ -70,10 +71,15 @@ def contrast(
         tau_plus=tau_plus,
         scale=scale,
     )
+    n_pos = positive.sum(1)
     w_z = z
     if positive_weighting == "vmf":
         # Detached, as in lightly's DCLWLoss: the weight rescales the positive's pull.
-        w_z = vmf_weights(s.detach(), positive, sigma) * z
-    per_pair = torch.where(positive, log_d - w_z, torch.zeros_like(z))
-    per_anchor = per_pair.sum(1) / positive.sum(1)
+        w_z = vmf_weights(z.detach() / scale, positive, sigma) * z
+    pull = torch.where(positive, w_z, torch.zeros((), dtype=z.dtype)).sum(1) / n_pos
+    if log_d.shape[1] == 1:  # one denominator per anchor (uniform, decoupled)
+        per_anchor = log_d[:, 0] - pull
+    else:
+        push = torch.where(positive, log_d, torch.zeros((), dtype=z.dtype)).sum(1) / n_pos
+        per_anchor = push - pull
     return reduce(per_anchor, reduction, owner)
