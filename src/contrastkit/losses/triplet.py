@@ -28,7 +28,9 @@ def pairwise_distance(x: torch.Tensor, distance: str) -> torch.Tensor:
     if distance == "cosine":
         x = F.normalize(x, dim=-1)
         return 1 - x @ x.T
-    sq = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    norms = (x * x).sum(-1)
+    # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b: one matrix product instead of an (N, N, D) tensor.
+    sq = (norms[:, None] + norms[None, :] - 2 * x @ x.T).clamp_min(0)
     return sq if distance == "squared_euclidean" else sq.clamp_min(1e-12).sqrt()
 
 

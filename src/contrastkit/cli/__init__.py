@@ -1,0 +1,1 @@
+"""The contrastkit command line; see ``contrastkit.cli.main``."""
