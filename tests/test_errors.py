@@ -171,3 +171,8 @@ def test_masked_info_nce_names_the_anchor_without_positive():
 def test_mixed_view_layouts_are_rejected():
     with pytest.raises(ValueError, match=r"`views\[1\]` has shape \(4, 2, 3\).*2-D"):
         F.info_nce(z(), torch.randn(4, 2, 3))
+
+
+def test_similarity_checked_at_construction():
+    with pytest.raises(ValueError, match=r"DCL: `similarity` is 'euclid'.*'cosine', 'dot'"):
+        contrastkit.create_loss("dcl", similarity="euclid")

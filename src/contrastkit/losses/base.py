@@ -9,8 +9,9 @@ from typing import ClassVar
 
 from torch import nn
 
+from contrastkit.core.similarity import SIMILARITIES
 from contrastkit.core.temperature import LogitScale
-from contrastkit.core.validation import check_reduction, check_temperature
+from contrastkit.core.validation import check_choice, check_reduction, check_temperature
 
 
 class ContrastiveLoss(nn.Module):
@@ -55,6 +56,12 @@ class ContrastiveLoss(nn.Module):
         if self.logit_scale is not None:
             return self.logit_scale.temperature()
         return self.temperature
+
+    def _init_contrastive(self, temperature, reduction, similarity, learnable=False) -> None:
+        """The hyperparameters every InfoNCE-family module stores, checked at construction."""
+        self._init_temperature(temperature, learnable)
+        self._init_reduction(reduction)
+        self.similarity = check_choice(similarity, type(self).__name__, "similarity", SIMILARITIES)
 
     def _init_reduction(self, reduction: str) -> None:
         self.reduction = check_reduction(reduction, type(self).__name__)

@@ -104,11 +104,9 @@ class HardContrastive(ContrastiveLoss):
 
     def __init__(self, temperature=0.2, alpha=0.0819, similarity="cosine", reduction="mean"):
         super().__init__()
-        self._init_temperature(temperature, False)
-        self._init_reduction(reduction)
+        self._init_contrastive(temperature, reduction, similarity)
         self.alpha = alpha
         _keep_fraction(alpha, "HardContrastive")
-        self.similarity = similarity
 
 
 @register_loss(

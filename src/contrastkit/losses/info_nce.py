@@ -401,9 +401,7 @@ class InfoNCE(ContrastiveLoss):
 
     def __init__(self, temperature=0.1, similarity="cosine", learnable=False, reduction="mean"):
         super().__init__()
-        self._init_temperature(temperature, learnable)
-        self._init_reduction(reduction)
-        self.similarity = similarity
+        self._init_contrastive(temperature, reduction, similarity, learnable)
 
 
 @register_loss(
@@ -420,9 +418,7 @@ class SupCon(ContrastiveLoss):
 
     def __init__(self, temperature=0.1, similarity="cosine", learnable=False, reduction="mean"):
         super().__init__()
-        self._init_temperature(temperature, learnable)
-        self._init_reduction(reduction)
-        self.similarity = similarity
+        self._init_contrastive(temperature, reduction, similarity, learnable)
 
 
 @register_loss(
@@ -437,9 +433,7 @@ class DCL(ContrastiveLoss):
 
     def __init__(self, temperature=0.1, similarity="cosine", reduction="mean"):
         super().__init__()
-        self._init_temperature(temperature, False)
-        self._init_reduction(reduction)
-        self.similarity = similarity
+        self._init_contrastive(temperature, reduction, similarity)
 
 
 @register_loss(
@@ -454,10 +448,8 @@ class DCLW(ContrastiveLoss):
 
     def __init__(self, temperature=0.1, sigma=0.5, similarity="cosine", reduction="mean"):
         super().__init__()
-        self._init_temperature(temperature, False)
-        self._init_reduction(reduction)
+        self._init_contrastive(temperature, reduction, similarity)
         self.sigma = check_positive_number(sigma, "DCLW", "sigma", "pass e.g. sigma=0.5")
-        self.similarity = similarity
 
 
 @register_loss(
@@ -474,11 +466,9 @@ class HCL(ContrastiveLoss):
         self, temperature=0.5, beta=1.0, tau_plus=0.1, similarity="cosine", reduction="mean"
     ):
         super().__init__()
-        self._init_temperature(temperature, False)
-        self._init_reduction(reduction)
+        self._init_contrastive(temperature, reduction, similarity)
         self.beta = check_in_range(beta, "HCL", "beta", 0.0, 100.0, "pass e.g. beta=1.0")
         self.tau_plus = check_in_range(tau_plus, "HCL", "tau_plus", 0.0, 0.999, "pass e.g. 0.1")
-        self.similarity = similarity
 
 
 @register_loss(
@@ -493,12 +483,10 @@ class DebiasedInfoNCE(ContrastiveLoss):
 
     def __init__(self, temperature=0.5, tau_plus=0.1, similarity="cosine", reduction="mean"):
         super().__init__()
-        self._init_temperature(temperature, False)
-        self._init_reduction(reduction)
+        self._init_contrastive(temperature, reduction, similarity)
         self.tau_plus = check_in_range(
             tau_plus, "DebiasedInfoNCE", "tau_plus", 0.0, 0.999, "pass e.g. tau_plus=0.1"
         )
-        self.similarity = similarity
 
 
 @register_loss(
@@ -523,10 +511,8 @@ class CLIP(ContrastiveLoss):
         reduction="mean",
     ):
         super().__init__()
-        self._init_temperature(temperature, learnable)
-        self._init_reduction(reduction)
+        self._init_contrastive(temperature, reduction, similarity, learnable)
         self.symmetric = bool(symmetric)
-        self.similarity = similarity
 
 
 @register_loss(
@@ -548,10 +534,8 @@ class MoCo(ContrastiveLoss):
 
     def __init__(self, temperature=0.07, queue_size=0, similarity="cosine", reduction="mean"):
         super().__init__()
-        self._init_temperature(temperature, False)
-        self._init_reduction(reduction)
+        self._init_contrastive(temperature, reduction, similarity)
         self.queue_size = int(queue_size)
-        self.similarity = similarity
         self.queue = MemoryQueue(self.queue_size) if self.queue_size > 0 else None
 
     def forward(self, query, key, negatives=None):

@@ -58,15 +58,13 @@ class SigLIP(ContrastiveLoss):
         self, temperature=0.1, bias=-10.0, learnable=True, similarity="cosine", reduction="mean"
     ):
         super().__init__()
-        self._init_temperature(temperature, learnable)
-        self._init_reduction(reduction)
+        self._init_contrastive(temperature, reduction, similarity, learnable)
         if isinstance(bias, bool) or not isinstance(bias, int | float) or not math.isfinite(bias):
             raise ValueError(
                 f"SigLIP: `bias` is {bias!r}; it must be a finite number. Fix: pass e.g. bias=-10.0."
             )
         self.bias = float(bias)
         self.bias_param = nn.Parameter(torch.tensor(self.bias)) if self.learnable else None
-        self.similarity = similarity
 
     def function_kwargs(self) -> dict:
         kwargs = super().function_kwargs()
