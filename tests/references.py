@@ -246,3 +246,12 @@ def masked_info_nce(anchors, candidates, positive, valid, t):
         ]
         losses.append(sum(terms) / len(terms))
     return torch.stack(losses)
+
+
+def moco_queue_only(q, k, queue, t):
+    """MoCo Algorithm 1: logits [q.k_i, q.queue] / t, cross-entropy at index 0."""
+    losses = []
+    for i in range(q.shape[0]):
+        logits = [sim(q[i], k[i], "cosine") / t] + [sim(q[i], e, "cosine") / t for e in queue]
+        losses.append(cross_entropy_row(logits, 0))
+    return torch.stack(losses)

@@ -176,3 +176,8 @@ def test_mixed_view_layouts_are_rejected():
 def test_similarity_checked_at_construction():
     with pytest.raises(ValueError, match=r"DCL: `similarity` is 'euclid'.*'cosine', 'dot'"):
         contrastkit.create_loss("dcl", similarity="euclid")
+
+
+def test_moco_without_any_negatives():
+    with pytest.raises(ValueError, match=r"`negatives` is None and `in_batch_negatives` is False"):
+        F.moco(z(), z(seed=1), negatives=None, in_batch_negatives=False)

@@ -132,7 +132,14 @@ CASES = {
     "moco_queue": (
         lambda: views(2) + [randn(7, D, seed=5)],
         lambda x: F.moco(x[0], x[1], negatives=x[2], temperature=0.07, reduction="none"),
-        lambda x: ref.clip(x[0], x[1], 0.07, symmetric=False, negatives=x[2]),
+        lambda x: ref.moco_queue_only(x[0], x[1], x[2], 0.07),
+    ),
+    "moco_queue_and_batch": (
+        lambda: views(2) + [randn(7, D, seed=5)],
+        lambda x: F.moco(
+            x[0], x[1], negatives=x[2], in_batch_negatives=True, temperature=0.2, reduction="none"
+        ),
+        lambda x: ref.clip(x[0], x[1], 0.2, symmetric=False, negatives=x[2]),
     ),
     "siglip": (
         lambda: views(2),

@@ -77,9 +77,11 @@ def test_moco_module_uses_and_fills_its_queue():
     first = loss(z1, z2)  # empty queue: in-batch negatives only
     torch.testing.assert_close(first, contrastkit.functional.moco(z1, z2, negatives=None))
     assert int(loss.queue.count) == 8
-    second = loss(z2, z1)
+    second = loss(z2, z1)  # now Algorithm 1: the queue (z2 of the first step) only
     expected = contrastkit.functional.moco(z2, z1, negatives=z2.detach())
     torch.testing.assert_close(second, expected)
+    in_batch = contrastkit.functional.moco(z2, z1, negatives=z2.detach(), in_batch_negatives=True)
+    assert not torch.allclose(second, in_batch)
     restored = contrastkit.create_loss("moco", queue_size=10)
     restored.load_state_dict(copy.deepcopy(loss.state_dict()))
     torch.testing.assert_close(restored.queue.get(), loss.queue.get())

@@ -12,6 +12,7 @@ import torch
 
 from contrastkit.core.contrast import contrast
 from contrastkit.core.pairs import (
+    Pairs,
     from_index_pairs,
     from_mask,
     from_view_labels,
@@ -315,7 +316,18 @@ def debiased_info_nce(
     )
 
 
-def _two_tower(query, key, *, owner, negatives, temperature, similarity, symmetric, reduction):
+def _two_tower(
+    query,
+    key,
+    *,
+    owner,
+    negatives,
+    temperature,
+    similarity,
+    symmetric,
+    reduction,
+    in_batch_negatives=True,
+):
     check_embeddings(query, owner, "query")
     check_embeddings(key, owner, "key")
     check_same_shape(query, key, owner, ("query", "key"))
@@ -330,11 +342,11 @@ def _two_tower(query, key, *, owner, negatives, temperature, similarity, symmetr
     scale = as_scale(temperature, owner)
     common = dict(scale=scale, similarity=similarity, reduction="none", owner=owner)
     candidates = k
-    forward_pairs = pairs
+    forward_pairs = pairs if in_batch_negatives else Pairs(pairs.positive, pairs.positive)
     if negatives is not None:
         extra = prepared(negatives, similarity, owner, "negatives", dtype)
         candidates = torch.cat([k, extra], 0)
-        forward_pairs = pairs.with_extra_negatives(extra.shape[0])
+        forward_pairs = forward_pairs.with_extra_negatives(extra.shape[0])
     s = pairwise(q, candidates, similarity)  # one product serves both directions
     per_pair = contrast(q, candidates, forward_pairs, s=s, **common)
     if symmetric:
@@ -369,11 +381,35 @@ def clip(
     )
 
 
-def moco(query, key, *, negatives, temperature=0.07, similarity="cosine", reduction="mean"):
-    """MoCo's one-directional InfoNCE against a queue (He et al., CVPR 2020, Alg. 1):
-    ``logits = [q.k+, q.queue] / t``, cross-entropy at index 0. Unlike Algorithm 1, the
-    other keys of the batch are negatives too (set by ``two_tower``), as in MoCo v3;
-    with ``negatives=None`` this is MoCo v3's in-batch loss without its ``2 t`` factor."""
+def moco(
+    query,
+    key,
+    *,
+    negatives,
+    temperature=0.07,
+    in_batch_negatives=None,
+    similarity="cosine",
+    reduction="mean",
+):
+    """MoCo's one-directional InfoNCE against a queue (He et al., CVPR 2020, Algorithm 1;
+    facebookresearch/moco ``moco/builder.py``): ``logits = [q.k+, q.queue] / t``,
+    cross-entropy at index 0, so only the queue supplies negatives.
+
+    ``in_batch_negatives=True`` also contrasts each query with the other keys of the batch
+    (MoCo v3's in-batch loss, without its ``2 t`` factor). The default ``None`` follows
+    Algorithm 1 when ``negatives`` is given and falls back to in-batch negatives when it is
+    ``None`` (an empty queue), which is the only case with nothing else to contrast.
+    """
+    if in_batch_negatives is None:
+        in_batch_negatives = negatives is None
+    if negatives is None and not in_batch_negatives:
+        _fail(
+            "moco",
+            "negatives",
+            "is None and `in_batch_negatives` is False",
+            "the loss then has no negatives at all",
+            "pass a queue as negatives=, or in_batch_negatives=True",
+        )
     return _two_tower(
         query,
         key,
@@ -383,6 +419,7 @@ def moco(query, key, *, negatives, temperature=0.07, similarity="cosine", reduct
         similarity=similarity,
         symmetric=False,
         reduction=reduction,
+        in_batch_negatives=in_batch_negatives,
     )
 
 
@@ -525,15 +562,26 @@ class MoCo(ContrastiveLoss):
 
     With ``queue_size > 0`` and no ``negatives=`` passed, the queue's contents are the
     negatives and the (detached) keys are enqueued after the loss is computed, as in
-    MoCo's Algorithm 1. The queue is a buffer, so it is saved in ``state_dict``.
+    MoCo's Algorithm 1 (while the queue is still empty, the other keys of the batch serve
+    as negatives). The queue is a buffer, so it is saved in ``state_dict``. The paper's
+    K = 65536 suits ImageNet; the default 4096 stays below the size of small data sets,
+    whose queue would otherwise hold stale copies of the positive.
     """
 
     function = staticmethod(moco)
 
     inputs = "two_tower"
 
-    def __init__(self, temperature=0.07, queue_size=0, similarity="cosine", reduction="mean"):
+    def __init__(
+        self,
+        temperature=0.07,
+        queue_size=4096,
+        in_batch_negatives=None,
+        similarity="cosine",
+        reduction="mean",
+    ):
         super().__init__()
+        self.in_batch_negatives = in_batch_negatives
         self._init_contrastive(temperature, reduction, similarity)
         self.queue_size = int(queue_size)
         self.queue = MemoryQueue(self.queue_size) if self.queue_size > 0 else None
