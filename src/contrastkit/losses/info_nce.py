@@ -17,6 +17,7 @@ from contrastkit.core.pairs import (
     from_mask,
     from_view_labels,
     from_views,
+    instance_ids,
     keep_hardest_negatives,
     not_self,
     two_tower,
@@ -35,6 +36,7 @@ from contrastkit.core.validation import (
     check_tensor,
 )
 from contrastkit.engine.queue import MemoryQueue
+from contrastkit.engine.tiled import resolve_tile, tiled_contrast
 from contrastkit.losses._inputs import (
     optional_labels,
     optional_negatives,
@@ -56,35 +58,80 @@ def _multi_view(
     similarity="cosine",
     reduction="mean",
     hardest=None,
+    tile_size=None,
     **weighting,
 ):
     """Shared body of the multi-view presets. ``hardest(M) -> k`` keeps only the k most
-    similar of each anchor's M negatives (Wang & Liu's hard contrastive loss)."""
+    similar of each anchor's M negatives (Wang & Liu's hard contrastive loss);
+    ``tile_size`` selects the tiled engine (see ``engine.tiled.resolve_tile``)."""
     flat, n, v = stack_views(views, owner, min_views=1 if labels is not None else 2)
     labels = optional_labels(labels, n, owner)
     negatives = optional_negatives(negatives, flat, owner)
     dtype = working_dtype(flat, negatives)
     anchors = prepared(flat, similarity, owner, "embeddings", dtype)
     candidates = anchors
-    pairs = from_views(n, v, flat.device) if labels is None else from_view_labels(labels, v)
+    extra = None
     if negatives is not None:
         extra = prepared(negatives, similarity, owner, "negatives", dtype)
         candidates = torch.cat([anchors, extra], 0)
+    scale = as_scale(temperature, owner)
+    unsupported = _untileable(similarity, hardest, weighting)
+    tile = resolve_tile(
+        tile_size, anchors.shape[0], candidates.shape[0], not unsupported, owner, unsupported
+    )
+    if tile is not None:
+        keys = instance_ids(n, v, flat.device) if labels is None else labels.repeat(v)
+        per_anchor = tiled_contrast(
+            anchors,
+            candidates,
+            keys,
+            _with_negative_keys(keys, extra),
+            scale=scale,
+            self_pairs=True,
+            decoupled=weighting.get("negative_weighting") == "decoupled",
+            tile_size=tile,
+            owner=owner,
+        )
+        return reduce(per_anchor, reduction, owner)
+    pairs = from_views(n, v, flat.device) if labels is None else from_view_labels(labels, v)
+    if extra is not None:
         pairs = pairs.with_extra_negatives(extra.shape[0])
-    s = pairwise(anchors, candidates, similarity)
+    s = None
     if hardest is not None:
+        s = pairwise(anchors, candidates, similarity)
         pairs = keep_hardest_negatives(pairs, s, hardest(int(pairs.negative.sum(1).min())))
     return contrast(
         anchors,
         candidates,
         pairs,
         s=s,
-        scale=as_scale(temperature, owner),
+        scale=scale,
         similarity=similarity,
         reduction=reduction,
         owner=owner,
         **weighting,
     )
+
+
+def _untileable(similarity, hardest, weighting) -> str:
+    """Why the tiled engine cannot compute this configuration ('' when it can)."""
+    if similarity == "neg_sq_l2":
+        return "similarity='neg_sq_l2' is not tiled"
+    if hardest is not None:
+        return "hard-negative selection needs each anchor's full row"
+    if weighting.get("negative_weighting", "uniform") not in ("uniform", "decoupled"):
+        return f"negative_weighting={weighting['negative_weighting']!r} is not tiled"
+    if weighting.get("positive_weighting", "uniform") != "uniform":
+        return f"positive_weighting={weighting['positive_weighting']!r} is not tiled"
+    return ""
+
+
+def _with_negative_keys(keys: torch.Tensor, extra) -> torch.Tensor:
+    """Candidate keys: the anchors' keys, then a key no anchor has for extra negatives."""
+    if extra is None:
+        return keys
+    unused = int(keys.min()) - 1
+    return torch.cat([keys, keys.new_full((extra.shape[0],), unused)])
 
 
 def info_nce(
@@ -99,6 +146,7 @@ def info_nce(
     tau_plus=0.0,
     sigma=0.5,
     reduction="mean",
+    tile_size=None,
 ):
     """NT-Xent / InfoNCE over V >= 2 views (Chen et al. 2020, SimCLR; Oord et al. 2018).
 
@@ -110,6 +158,11 @@ def info_nce(
     With two views this is SimCLR's 2N x (2N - 1) NT-Xent averaged over the 2N anchors.
     The weighting arguments select the family members (see ``core.weighting``); the named
     presets below fix them as their papers do.
+
+    ``tile_size`` (here and in the other InfoNCE-family presets): ``None`` computes the
+    loss in ``1024 x 1024`` blocks with O(N) memory once the logit matrix would exceed
+    8192^2 entries (uniform and decoupled weighting; ``engine.tiled``), an int forces that
+    tile, 0 forces the plain path. Both give the same value and gradient.
 
     Shapes: ``views`` is one ``(N, V, D)`` tensor or V tensors ``(N, D)``; ``labels``
     ``(N,)`` integers turn it into SupCon; ``negatives`` ``(M, D)`` are extra negatives for
@@ -129,6 +182,7 @@ def info_nce(
         beta=beta,
         tau_plus=tau_plus,
         sigma=sigma,
+        tile_size=tile_size,
     )
 
 
@@ -211,7 +265,15 @@ def masked_info_nce(
     )
 
 
-def sup_con(*views, labels, negatives=None, temperature=0.1, similarity="cosine", reduction="mean"):
+def sup_con(
+    *views,
+    labels,
+    negatives=None,
+    temperature=0.1,
+    similarity="cosine",
+    reduction="mean",
+    tile_size=None,
+):
     """Supervised contrastive loss, the "L_out" form (Khosla et al., NeurIPS 2020, eq. 2).
 
     Follows the paper and HobbitLong/SupContrast ``losses.py``: positives are all other
@@ -229,10 +291,13 @@ def sup_con(*views, labels, negatives=None, temperature=0.1, similarity="cosine"
         temperature=temperature,
         similarity=similarity,
         reduction=reduction,
+        tile_size=tile_size,
     )
 
 
-def dcl(*views, negatives=None, temperature=0.1, similarity="cosine", reduction="mean"):
+def dcl(
+    *views, negatives=None, temperature=0.1, similarity="cosine", reduction="mean", tile_size=None
+):
     """Decoupled contrastive loss (Yeh et al., ECCV 2022, eq. 6): the positive pair is
     removed from the denominator, ``l_i = -s_ip/t + log sum_{n != i, p} exp(s_in/t)``.
 
@@ -247,6 +312,7 @@ def dcl(*views, negatives=None, temperature=0.1, similarity="cosine", reduction=
         similarity=similarity,
         reduction=reduction,
         negative_weighting="decoupled",
+        tile_size=tile_size,
     )
 
 
@@ -327,6 +393,7 @@ def _two_tower(
     symmetric,
     reduction,
     in_batch_negatives=True,
+    tile_size=None,
 ):
     check_embeddings(query, owner, "query")
     check_embeddings(key, owner, "key")
@@ -338,14 +405,32 @@ def _two_tower(
     q = prepared(query, similarity, owner, "query", dtype)
     k = prepared(key, similarity, owner, "key", dtype)
     n = q.shape[0]
-    pairs = two_tower(n, q.device)
     scale = as_scale(temperature, owner)
+    extra = (
+        None if negatives is None else prepared(negatives, similarity, owner, "negatives", dtype)
+    )
+    candidates = k if extra is None else torch.cat([k, extra], 0)
+    unsupported = _untileable(similarity, None, {})
+    tile = resolve_tile(tile_size, n, candidates.shape[0], not unsupported, owner, unsupported)
+    if tile is not None:
+        ids = torch.arange(n, device=q.device)
+        tiled = dict(scale=scale, self_pairs=False, tile_size=tile, owner=owner)
+        positives_only = 0 if in_batch_negatives else n
+        per_pair = tiled_contrast(
+            q,
+            candidates,
+            ids,
+            _with_negative_keys(ids, extra),
+            positives_only=positives_only,
+            **tiled,
+        )
+        if symmetric:
+            per_pair = 0.5 * (per_pair + tiled_contrast(k, q, ids, ids, **tiled))
+        return reduce(per_pair, reduction, owner)
+    pairs = two_tower(n, q.device)
     common = dict(scale=scale, similarity=similarity, reduction="none", owner=owner)
-    candidates = k
     forward_pairs = pairs if in_batch_negatives else Pairs(pairs.positive, pairs.positive)
-    if negatives is not None:
-        extra = prepared(negatives, similarity, owner, "negatives", dtype)
-        candidates = torch.cat([k, extra], 0)
+    if extra is not None:
         forward_pairs = forward_pairs.with_extra_negatives(extra.shape[0])
     s = pairwise(q, candidates, similarity)  # one product serves both directions
     per_pair = contrast(q, candidates, forward_pairs, s=s, **common)
@@ -364,6 +449,7 @@ def clip(
     symmetric=True,
     similarity="cosine",
     reduction="mean",
+    tile_size=None,
 ):
     """CLIP's symmetric two-tower InfoNCE (Radford et al., ICML 2021, Fig. 3 pseudocode;
     open_clip ``src/open_clip/loss.py`` ``ClipLoss``): the mean of query->key and
@@ -378,6 +464,7 @@ def clip(
         similarity=similarity,
         symmetric=symmetric,
         reduction=reduction,
+        tile_size=tile_size,
     )
 
 
@@ -390,6 +477,7 @@ def moco(
     in_batch_negatives=None,
     similarity="cosine",
     reduction="mean",
+    tile_size=None,
 ):
     """MoCo's one-directional InfoNCE against a queue (He et al., CVPR 2020, Algorithm 1;
     facebookresearch/moco ``moco/builder.py``): ``logits = [q.k+, q.queue] / t``,
@@ -420,6 +508,7 @@ def moco(
         symmetric=False,
         reduction=reduction,
         in_batch_negatives=in_batch_negatives,
+        tile_size=tile_size,
     )
 
 
@@ -436,9 +525,17 @@ class InfoNCE(ContrastiveLoss):
 
     function = staticmethod(info_nce)
 
-    def __init__(self, temperature=0.1, similarity="cosine", learnable=False, reduction="mean"):
+    def __init__(
+        self,
+        temperature=0.1,
+        similarity="cosine",
+        learnable=False,
+        reduction="mean",
+        tile_size=None,
+    ):
         super().__init__()
         self._init_contrastive(temperature, reduction, similarity, learnable)
+        self.tile_size = tile_size
 
 
 @register_loss(
@@ -453,9 +550,17 @@ class SupCon(ContrastiveLoss):
 
     inputs = "labels"
 
-    def __init__(self, temperature=0.1, similarity="cosine", learnable=False, reduction="mean"):
+    def __init__(
+        self,
+        temperature=0.1,
+        similarity="cosine",
+        learnable=False,
+        reduction="mean",
+        tile_size=None,
+    ):
         super().__init__()
         self._init_contrastive(temperature, reduction, similarity, learnable)
+        self.tile_size = tile_size
 
 
 @register_loss(
@@ -468,9 +573,10 @@ class DCL(ContrastiveLoss):
 
     function = staticmethod(dcl)
 
-    def __init__(self, temperature=0.1, similarity="cosine", reduction="mean"):
+    def __init__(self, temperature=0.1, similarity="cosine", reduction="mean", tile_size=None):
         super().__init__()
         self._init_contrastive(temperature, reduction, similarity)
+        self.tile_size = tile_size
 
 
 @register_loss(
@@ -546,10 +652,12 @@ class CLIP(ContrastiveLoss):
         symmetric=True,
         similarity="cosine",
         reduction="mean",
+        tile_size=None,
     ):
         super().__init__()
         self._init_contrastive(temperature, reduction, similarity, learnable)
         self.symmetric = bool(symmetric)
+        self.tile_size = tile_size
 
 
 @register_loss(
@@ -579,9 +687,11 @@ class MoCo(ContrastiveLoss):
         in_batch_negatives=None,
         similarity="cosine",
         reduction="mean",
+        tile_size=None,
     ):
         super().__init__()
         self.in_batch_negatives = in_batch_negatives
+        self.tile_size = tile_size
         self._init_contrastive(temperature, reduction, similarity)
         self.queue_size = int(queue_size)
         self.queue = MemoryQueue(self.queue_size) if self.queue_size > 0 else None
