@@ -68,6 +68,12 @@ def train_command(
     seed: int | None = typer.Option(None, "--seed"),
     out: str | None = typer.Option(None, "--out", help="Run folder [default: runs/LOSS-seedS]."),
     resume: Path | None = typer.Option(None, "--resume", help="Checkpoint to continue from."),
+    grad_cache_chunk: int | None = typer.Option(
+        None,
+        "--grad-cache-chunk",
+        help="Run the encoder N samples at a time with cached gradients (GradCache): "
+        "the loss still sees the whole batch, activation memory is that of N samples.",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train one objective; writes OUT/metrics.jsonl and OUT/checkpoint.pt every epoch.
@@ -86,6 +92,7 @@ def train_command(
         if out is None and resume is not None:
             out = str(resume.parent)  # a resumed run continues in its own folder
         flags = {"loss.name": loss, "epochs": epochs, "seed": seed, "out": out}
+        flags["grad_cache_chunk"] = grad_cache_chunk
         flags["resume"] = None if resume is None else str(resume)
         overrides = {**_parse_sets(sets), **{k: v for k, v in flags.items() if v is not None}}
         overrides["progress"] = progress

@@ -63,12 +63,6 @@ def from_view_labels(labels: torch.Tensor, views: int) -> Pairs:
     return from_labels(labels.repeat(views))
 
 
-def two_tower(n: int, device=None) -> Pairs:
-    """Row i of the queries matches row i of the keys; all keys are candidates (CLIP)."""
-    eye = torch.eye(n, dtype=torch.bool, device=device)
-    return Pairs(eye, torch.ones_like(eye))
-
-
 def from_mask(positive: torch.Tensor, valid: torch.Tensor | None = None) -> Pairs:
     """Explicit positive mask (and optionally which candidates may be contrasted at all;
     default: every candidate, so pass ``not_self(n)`` when anchors are the candidates)."""
@@ -114,3 +108,18 @@ def keep_hardest_negatives(pairs: Pairs, similarity: torch.Tensor, k: int) -> Pa
     top = scores.topk(k, dim=1).indices
     hard = torch.zeros_like(negative).scatter_(1, top, True) & negative
     return Pairs(pairs.positive, pairs.positive | hard)
+
+
+def from_keys(
+    anchor_keys: torch.Tensor, candidate_keys: torch.Tensor, self_offset: int | None = None
+) -> Pairs:
+    """Candidate j is a positive of anchor i when their keys are equal. With
+    ``self_offset``, anchor i is candidate ``i + self_offset`` and is excluded from its own
+    row (the anchors are a slice of the candidates: one rank's rows among all ranks')."""
+    positive = anchor_keys[:, None] == candidate_keys[None, :]
+    valid = torch.ones_like(positive)
+    if self_offset is not None:
+        n, m = positive.shape
+        rows = torch.arange(n, device=positive.device) + self_offset
+        valid = rows[:, None] != torch.arange(m, device=positive.device)[None, :]
+    return Pairs(positive & valid, valid)

@@ -11,8 +11,9 @@ block's logits and uses ``d l_i / d z_ij = softmax_ij - 1[j in P(i)] / |P(i)|``.
 ``N x M`` matrix is ever held: memory is O(N D + M D + tile^2).
 
 Pairs are given by integer keys instead of masks: candidate j is a positive of anchor i
-when ``anchor_keys[i] == candidate_keys[j]`` (and j is not i itself when ``self_pairs``,
-i.e. anchors are the first candidates). Views of one sample share its index as key,
+when ``anchor_keys[i] == candidate_keys[j]``, except anchor i itself, which is candidate
+``i + self_offset`` when the anchors are a slice of the candidates (``self_offset=None``:
+they are not). Views of one sample share its index as key,
 classes share their label, two towers use ``arange``; extra negatives get key -1.
 """
 
@@ -30,7 +31,7 @@ AUTO_TILE_ENTRIES = 8192 * 8192  # above this many logits, auto-selection tiles
 DEFAULT_TILE = 1024
 
 
-def _block_masks(akeys, ckeys, r0, c0, self_pairs, decoupled, positives_only):
+def _block_masks(akeys, ckeys, r0, c0, self_offset, decoupled, positives_only):
     """Positive and excluded masks of one block. The first ``positives_only`` candidates
     may only be positives (MoCo without in-batch negatives)."""
     positive = akeys[:, None] == ckeys[None, :]
@@ -38,8 +39,8 @@ def _block_masks(akeys, ckeys, r0, c0, self_pairs, decoupled, positives_only):
     if positives_only > c0:
         cols = torch.arange(c0, c0 + ckeys.shape[0], device=akeys.device)
         excluded = (cols < positives_only)[None, :] & ~positive
-    if self_pairs:
-        rows = torch.arange(r0, r0 + akeys.shape[0], device=akeys.device)
+    if self_offset is not None:
+        rows = torch.arange(r0, r0 + akeys.shape[0], device=akeys.device) + self_offset
         cols = torch.arange(c0, c0 + ckeys.shape[0], device=akeys.device)
         itself = rows[:, None] == cols[None, :]
         positive &= ~itself
@@ -52,7 +53,7 @@ def _block_masks(akeys, ckeys, r0, c0, self_pairs, decoupled, positives_only):
 class _TiledInfoNCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, anchors, candidates, scale, akeys, ckeys, options):
-        self_pairs, decoupled, positives_only, tile = options
+        self_offset, decoupled, positives_only, tile = options
         n, m = anchors.shape[0], candidates.shape[0]
         lse = anchors.new_full((n,), float("-inf"))
         pos_sum = anchors.new_zeros(n)
@@ -65,7 +66,7 @@ class _TiledInfoNCE(torch.autograd.Function):
                 c1 = min(c0 + tile, m)
                 z = a @ candidates[c0:c1].T  # (tile, tile): the one product of forward
                 pos, excl = _block_masks(
-                    akeys[r0:r1], ckeys[c0:c1], r0, c0, self_pairs, decoupled, positives_only
+                    akeys[r0:r1], ckeys[c0:c1], r0, c0, self_offset, decoupled, positives_only
                 )
                 pos_sum[r0:r1] += torch.where(pos, z, 0).sum(1)
                 n_pos[r0:r1] += pos.sum(1)
@@ -79,7 +80,7 @@ class _TiledInfoNCE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad, _grad_n_pos, _grad_n_neg):
         anchors, candidates, scale, akeys, ckeys, lse, n_pos = ctx.saved_tensors
-        self_pairs, decoupled, positives_only, tile = ctx.options
+        self_offset, decoupled, positives_only, tile = ctx.options
         n, m = anchors.shape[0], candidates.shape[0]
         d_anchors = torch.zeros_like(anchors)
         d_candidates = torch.zeros_like(candidates)
@@ -94,7 +95,7 @@ class _TiledInfoNCE(torch.autograd.Function):
                 c = candidates[c0:c1]
                 z = a_scaled @ c.T  # recomputed block logits
                 pos, excl = _block_masks(
-                    akeys[r0:r1], ckeys[c0:c1], r0, c0, self_pairs, decoupled, positives_only
+                    akeys[r0:r1], ckeys[c0:c1], r0, c0, self_offset, decoupled, positives_only
                 )
                 soft = torch.exp(z.masked_fill(excl, float("-inf")) - lse[r0:r1, None])
                 g = (soft - pos * inv_pos[r0:r1, None]) * grad[r0:r1, None]  # d loss / d z
@@ -112,7 +113,7 @@ def tiled_contrast(
     candidate_keys: torch.Tensor,
     *,
     scale,
-    self_pairs: bool,
+    self_offset: int | None,
     decoupled: bool = False,
     positives_only: int = 0,
     tile_size: int = DEFAULT_TILE,
@@ -135,7 +136,7 @@ def tiled_contrast(
         scale_t,
         anchor_keys,
         candidate_keys,
-        (self_pairs, decoupled, positives_only, tile_size),
+        (self_offset, decoupled, positives_only, tile_size),
     )
     check_has_positive((n_pos > 0)[:, None], owner, NO_POSITIVE_HINT, pairs_arg)
     if decoupled:

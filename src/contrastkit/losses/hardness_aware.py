@@ -34,7 +34,13 @@ def _keep_fraction(alpha, owner):
 
 
 def hard_contrastive(
-    *views, negatives=None, temperature=0.2, alpha=0.0819, similarity="cosine", reduction="mean"
+    *views,
+    negatives=None,
+    temperature=0.2,
+    alpha=0.0819,
+    similarity="cosine",
+    reduction="mean",
+    distributed=False,
 ):
     """Hard contrastive loss (Wang & Liu 2021, eq. 9)::
 
@@ -52,6 +58,7 @@ def hard_contrastive(
         similarity=similarity,
         reduction=reduction,
         hardest=_keep_fraction(alpha, "hard_contrastive"),
+        distributed=distributed,
     )
 
 
@@ -102,9 +109,17 @@ class HardContrastive(ContrastiveLoss):
 
     function = staticmethod(hard_contrastive)
 
-    def __init__(self, temperature=0.2, alpha=0.0819, similarity="cosine", reduction="mean"):
+    def __init__(
+        self,
+        temperature=0.2,
+        alpha=0.0819,
+        similarity="cosine",
+        reduction="mean",
+        distributed=False,
+    ):
         super().__init__()
         self._init_contrastive(temperature, reduction, similarity)
+        self.distributed = bool(distributed)
         self.alpha = alpha
         _keep_fraction(alpha, "HardContrastive")
 

@@ -14,13 +14,11 @@ from contrastkit.core.contrast import contrast
 from contrastkit.core.pairs import (
     Pairs,
     from_index_pairs,
+    from_keys,
     from_mask,
-    from_view_labels,
-    from_views,
     instance_ids,
     keep_hardest_negatives,
     not_self,
-    two_tower,
 )
 from contrastkit.core.reduction import reduce
 from contrastkit.core.similarity import pairwise
@@ -35,6 +33,7 @@ from contrastkit.core.validation import (
     check_same_shape,
     check_tensor,
 )
+from contrastkit.engine.distributed import gather_no_grad, gather_with_grad, world
 from contrastkit.engine.queue import MemoryQueue
 from contrastkit.engine.tiled import resolve_tile, tiled_contrast
 from contrastkit.losses._inputs import (
@@ -59,43 +58,52 @@ def _multi_view(
     reduction="mean",
     hardest=None,
     tile_size=None,
+    distributed=False,
     **weighting,
 ):
     """Shared body of the multi-view presets. ``hardest(M) -> k`` keeps only the k most
     similar of each anchor's M negatives (Wang & Liu's hard contrastive loss);
-    ``tile_size`` selects the tiled engine (see ``engine.tiled.resolve_tile``)."""
+    ``tile_size`` selects the tiled engine (see ``engine.tiled.resolve_tile``);
+    ``distributed`` contrasts this rank's rows with all ranks' (``engine.distributed``)."""
     flat, n, v = stack_views(views, owner, min_views=1 if labels is not None else 2)
     labels = optional_labels(labels, n, owner)
     negatives = optional_negatives(negatives, flat, owner)
     dtype = working_dtype(flat, negatives)
     anchors = prepared(flat, similarity, owner, "embeddings", dtype)
-    candidates = anchors
+    rank, size = world() if distributed else (0, 1)
+    if labels is None:  # sample ids, unique across ranks
+        keys = instance_ids(n, v, flat.device) * size + rank
+    else:
+        keys = labels.repeat(v)
+    candidates, offset = gather_with_grad(anchors) if size > 1 else (anchors, 0)
+    candidate_keys = gather_no_grad(keys) if size > 1 else keys
     extra = None
     if negatives is not None:
         extra = prepared(negatives, similarity, owner, "negatives", dtype)
-        candidates = torch.cat([anchors, extra], 0)
+        candidates = torch.cat([candidates, extra], 0)
+    candidate_keys = _with_negative_keys(candidate_keys, extra)
     scale = as_scale(temperature, owner)
+    if size > 1 and weighting.get("positive_weighting") == "vmf":
+        _fail(owner, "distributed", "is True", "DCLW's weights are not gathered across ranks",
+              "use dcl with distributed=True, or dclw on one process")  # fmt: skip
     unsupported = _untileable(similarity, hardest, weighting)
     tile = resolve_tile(
         tile_size, anchors.shape[0], candidates.shape[0], not unsupported, owner, unsupported
     )
     if tile is not None:
-        keys = instance_ids(n, v, flat.device) if labels is None else labels.repeat(v)
         per_anchor = tiled_contrast(
             anchors,
             candidates,
             keys,
-            _with_negative_keys(keys, extra),
+            candidate_keys,
             scale=scale,
-            self_pairs=True,
+            self_offset=offset,
             decoupled=weighting.get("negative_weighting") == "decoupled",
             tile_size=tile,
             owner=owner,
         )
         return reduce(per_anchor, reduction, owner)
-    pairs = from_views(n, v, flat.device) if labels is None else from_view_labels(labels, v)
-    if extra is not None:
-        pairs = pairs.with_extra_negatives(extra.shape[0])
+    pairs = from_keys(keys, candidate_keys, self_offset=offset)
     s = None
     if hardest is not None:
         s = pairwise(anchors, candidates, similarity)
@@ -147,6 +155,7 @@ def info_nce(
     sigma=0.5,
     reduction="mean",
     tile_size=None,
+    distributed=False,
 ):
     """NT-Xent / InfoNCE over V >= 2 views (Chen et al. 2020, SimCLR; Oord et al. 2018).
 
@@ -183,6 +192,7 @@ def info_nce(
         tau_plus=tau_plus,
         sigma=sigma,
         tile_size=tile_size,
+        distributed=distributed,
     )
 
 
@@ -273,6 +283,7 @@ def sup_con(
     similarity="cosine",
     reduction="mean",
     tile_size=None,
+    distributed=False,
 ):
     """Supervised contrastive loss, the "L_out" form (Khosla et al., NeurIPS 2020, eq. 2).
 
@@ -292,11 +303,18 @@ def sup_con(
         similarity=similarity,
         reduction=reduction,
         tile_size=tile_size,
+        distributed=distributed,
     )
 
 
 def dcl(
-    *views, negatives=None, temperature=0.1, similarity="cosine", reduction="mean", tile_size=None
+    *views,
+    negatives=None,
+    temperature=0.1,
+    similarity="cosine",
+    reduction="mean",
+    tile_size=None,
+    distributed=False,
 ):
     """Decoupled contrastive loss (Yeh et al., ECCV 2022, eq. 6): the positive pair is
     removed from the denominator, ``l_i = -s_ip/t + log sum_{n != i, p} exp(s_in/t)``.
@@ -313,6 +331,7 @@ def dcl(
         reduction=reduction,
         negative_weighting="decoupled",
         tile_size=tile_size,
+        distributed=distributed,
     )
 
 
@@ -345,6 +364,7 @@ def hcl(
     tau_plus=0.1,
     similarity="cosine",
     reduction="mean",
+    distributed=False,
 ):
     """Hard-negative contrastive loss (Robinson et al., ICLR 2021, eq. 6; joshr17/HCL
     ``image/main.py``): negatives importance-weighted by ``exp(beta * s / t)`` and debiased
@@ -359,11 +379,18 @@ def hcl(
         negative_weighting="debiased",
         beta=check_in_range(beta, "hcl", "beta", 0.0, 100.0, "pass e.g. beta=1.0"),
         tau_plus=check_in_range(tau_plus, "hcl", "tau_plus", 0.0, 0.999, "pass e.g. 0.1"),
+        distributed=distributed,
     )
 
 
 def debiased_info_nce(
-    *views, negatives=None, temperature=0.5, tau_plus=0.1, similarity="cosine", reduction="mean"
+    *views,
+    negatives=None,
+    temperature=0.5,
+    tau_plus=0.1,
+    similarity="cosine",
+    reduction="mean",
+    distributed=False,
 ):
     """Debiased contrastive loss (Chuang et al., NeurIPS 2020, eq. 5; chingyaoc/DCL
     ``main.py``): HCL with ``beta = 0``, correcting the negatives for same-class samples
@@ -379,6 +406,7 @@ def debiased_info_nce(
         tau_plus=check_in_range(
             tau_plus, "debiased_info_nce", "tau_plus", 0.0, 0.999, "pass e.g. 0.1"
         ),
+        distributed=distributed,
     )
 
 
@@ -394,6 +422,7 @@ def _two_tower(
     reduction,
     in_batch_negatives=True,
     tile_size=None,
+    distributed=False,
 ):
     check_embeddings(query, owner, "query")
     check_embeddings(key, owner, "key")
@@ -404,39 +433,43 @@ def _two_tower(
     dtype = working_dtype(query, key, negatives)
     q = prepared(query, similarity, owner, "query", dtype)
     k = prepared(key, similarity, owner, "key", dtype)
-    n = q.shape[0]
-    scale = as_scale(temperature, owner)
+    rank, size = world() if distributed else (0, 1)
+    ids = torch.arange(q.shape[0], device=q.device) * size + rank  # unique across ranks
+    all_ids = gather_no_grad(ids) if size > 1 else ids
+    all_k = gather_with_grad(k)[0] if size > 1 else k
+    all_q = gather_with_grad(q)[0] if size > 1 and symmetric else q
     extra = (
         None if negatives is None else prepared(negatives, similarity, owner, "negatives", dtype)
     )
-    candidates = k if extra is None else torch.cat([k, extra], 0)
+    candidates = all_k if extra is None else torch.cat([all_k, extra], 0)
+    candidate_keys = _with_negative_keys(all_ids, extra)
+    batch_columns = 0 if in_batch_negatives else all_k.shape[0]  # usable as positives only
+    scale = as_scale(temperature, owner)
     unsupported = _untileable(similarity, None, {})
-    tile = resolve_tile(tile_size, n, candidates.shape[0], not unsupported, owner, unsupported)
+    tile = resolve_tile(
+        tile_size, q.shape[0], candidates.shape[0], not unsupported, owner, unsupported
+    )
     if tile is not None:
-        ids = torch.arange(n, device=q.device)
-        tiled = dict(scale=scale, self_pairs=False, tile_size=tile, owner=owner)
-        positives_only = 0 if in_batch_negatives else n
+        tiled = dict(scale=scale, self_offset=None, tile_size=tile, owner=owner)
         per_pair = tiled_contrast(
-            q,
-            candidates,
-            ids,
-            _with_negative_keys(ids, extra),
-            positives_only=positives_only,
-            **tiled,
+            q, candidates, ids, candidate_keys, positives_only=batch_columns, **tiled
         )
         if symmetric:
-            per_pair = 0.5 * (per_pair + tiled_contrast(k, q, ids, ids, **tiled))
+            per_pair = 0.5 * (per_pair + tiled_contrast(k, all_q, ids, all_ids, **tiled))
         return reduce(per_pair, reduction, owner)
-    pairs = two_tower(n, q.device)
     common = dict(scale=scale, similarity=similarity, reduction="none", owner=owner)
-    forward_pairs = pairs if in_batch_negatives else Pairs(pairs.positive, pairs.positive)
-    if extra is not None:
-        forward_pairs = forward_pairs.with_extra_negatives(extra.shape[0])
-    s = pairwise(q, candidates, similarity)  # one product serves both directions
-    per_pair = contrast(q, candidates, forward_pairs, s=s, **common)
+    pairs = from_keys(ids, candidate_keys)
+    if batch_columns:
+        in_batch = torch.arange(candidates.shape[0], device=q.device) < batch_columns
+        pairs = Pairs(pairs.positive, pairs.positive | ~in_batch[None, :])
+    s = pairwise(q, candidates, similarity)
+    per_pair = contrast(q, candidates, pairs, s=s, **common)
     if symmetric:
         # key -> query direction; extra negatives are keys, so they take no part here.
-        per_pair = 0.5 * (per_pair + contrast(k, q, pairs, s=s[:, :n].T, **common))
+        # On one process the query->key product serves this direction too.
+        s_back = s[:, : q.shape[0]].T if size == 1 else None
+        back = contrast(k, all_q, from_keys(ids, all_ids), s=s_back, **common)
+        per_pair = 0.5 * (per_pair + back)
     return reduce(per_pair, reduction, owner)
 
 
@@ -450,6 +483,7 @@ def clip(
     similarity="cosine",
     reduction="mean",
     tile_size=None,
+    distributed=False,
 ):
     """CLIP's symmetric two-tower InfoNCE (Radford et al., ICML 2021, Fig. 3 pseudocode;
     open_clip ``src/open_clip/loss.py`` ``ClipLoss``): the mean of query->key and
@@ -465,6 +499,7 @@ def clip(
         symmetric=symmetric,
         reduction=reduction,
         tile_size=tile_size,
+        distributed=distributed,
     )
 
 
@@ -478,6 +513,7 @@ def moco(
     similarity="cosine",
     reduction="mean",
     tile_size=None,
+    distributed=False,
 ):
     """MoCo's one-directional InfoNCE against a queue (He et al., CVPR 2020, Algorithm 1;
     facebookresearch/moco ``moco/builder.py``): ``logits = [q.k+, q.queue] / t``,
@@ -509,6 +545,7 @@ def moco(
         reduction=reduction,
         in_batch_negatives=in_batch_negatives,
         tile_size=tile_size,
+        distributed=distributed,
     )
 
 
@@ -532,9 +569,11 @@ class InfoNCE(ContrastiveLoss):
         learnable=False,
         reduction="mean",
         tile_size=None,
+        distributed=False,
     ):
         super().__init__()
         self._init_contrastive(temperature, reduction, similarity, learnable)
+        self.distributed = bool(distributed)
         self.tile_size = tile_size
 
 
@@ -557,9 +596,11 @@ class SupCon(ContrastiveLoss):
         learnable=False,
         reduction="mean",
         tile_size=None,
+        distributed=False,
     ):
         super().__init__()
         self._init_contrastive(temperature, reduction, similarity, learnable)
+        self.distributed = bool(distributed)
         self.tile_size = tile_size
 
 
@@ -573,9 +614,17 @@ class DCL(ContrastiveLoss):
 
     function = staticmethod(dcl)
 
-    def __init__(self, temperature=0.1, similarity="cosine", reduction="mean", tile_size=None):
+    def __init__(
+        self,
+        temperature=0.1,
+        similarity="cosine",
+        reduction="mean",
+        tile_size=None,
+        distributed=False,
+    ):
         super().__init__()
         self._init_contrastive(temperature, reduction, similarity)
+        self.distributed = bool(distributed)
         self.tile_size = tile_size
 
 
@@ -606,10 +655,17 @@ class HCL(ContrastiveLoss):
     function = staticmethod(hcl)
 
     def __init__(
-        self, temperature=0.5, beta=1.0, tau_plus=0.1, similarity="cosine", reduction="mean"
+        self,
+        temperature=0.5,
+        beta=1.0,
+        tau_plus=0.1,
+        similarity="cosine",
+        reduction="mean",
+        distributed=False,
     ):
         super().__init__()
         self._init_contrastive(temperature, reduction, similarity)
+        self.distributed = bool(distributed)
         self.beta = check_in_range(beta, "HCL", "beta", 0.0, 100.0, "pass e.g. beta=1.0")
         self.tau_plus = check_in_range(tau_plus, "HCL", "tau_plus", 0.0, 0.999, "pass e.g. 0.1")
 
@@ -624,9 +680,17 @@ class DebiasedInfoNCE(ContrastiveLoss):
 
     function = staticmethod(debiased_info_nce)
 
-    def __init__(self, temperature=0.5, tau_plus=0.1, similarity="cosine", reduction="mean"):
+    def __init__(
+        self,
+        temperature=0.5,
+        tau_plus=0.1,
+        similarity="cosine",
+        reduction="mean",
+        distributed=False,
+    ):
         super().__init__()
         self._init_contrastive(temperature, reduction, similarity)
+        self.distributed = bool(distributed)
         self.tau_plus = check_in_range(
             tau_plus, "DebiasedInfoNCE", "tau_plus", 0.0, 0.999, "pass e.g. tau_plus=0.1"
         )
@@ -653,9 +717,11 @@ class CLIP(ContrastiveLoss):
         similarity="cosine",
         reduction="mean",
         tile_size=None,
+        distributed=False,
     ):
         super().__init__()
         self._init_contrastive(temperature, reduction, similarity, learnable)
+        self.distributed = bool(distributed)
         self.symmetric = bool(symmetric)
         self.tile_size = tile_size
 
@@ -688,11 +754,13 @@ class MoCo(ContrastiveLoss):
         similarity="cosine",
         reduction="mean",
         tile_size=None,
+        distributed=False,
     ):
         super().__init__()
         self.in_batch_negatives = in_batch_negatives
         self.tile_size = tile_size
         self._init_contrastive(temperature, reduction, similarity)
+        self.distributed = bool(distributed)
         self.queue_size = int(queue_size)
         self.queue = MemoryQueue(self.queue_size) if self.queue_size > 0 else None
 

@@ -104,6 +104,10 @@ class TrainConfig:
     resume: str | None = None  # checkpoint to continue from
     progress: bool = True
     threads: int | None = None  # torch.set_num_threads; None leaves torch's default
+    # Rows per encoder chunk of the cached-gradient pass (GradCache, contrastkit.engine):
+    # the loss still sees the whole batch, but only one chunk's activations live at once.
+    # None: one plain forward/backward. BatchNorm then normalises per chunk (see the loop).
+    grad_cache_chunk: int | None = None
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -308,6 +312,13 @@ def _validate_train(c: TrainConfig) -> None:
     _require(c.batch_size >= 2, "batch_size", c.batch_size, "it must be >= 2", "use e.g. 256")
     _require(c.eval_every >= 1, "eval_every", c.eval_every, "it must be >= 1", "use e.g. 5")
     _require(c.threads is None or c.threads >= 1, "threads", c.threads, "it must be >= 1", "1")
+    _require(
+        c.grad_cache_chunk is None or c.grad_cache_chunk >= 2,
+        "grad_cache_chunk",
+        c.grad_cache_chunk,
+        "it must be >= 2 or null (every chunk needs two samples for BatchNorm statistics)",
+        "use e.g. grad_cache_chunk=64, or null for a plain forward/backward",
+    )
     d = c.data
     _require(
         d.name in _DATA_NAMES,

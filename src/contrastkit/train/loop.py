@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from contrastkit import create_loss, list_losses, loss_info
+from contrastkit.engine import cached_backward
 from contrastkit.train.augment import build_augment, two_views
 from contrastkit.train.config import (
     AugmentConfig,
@@ -46,7 +47,9 @@ _FORMAT, _VERSION = "contrastkit-train", 1
 INPUT_KINDS = ("views", "labels", "two_tower", "prediction")
 # Settings that may differ between a checkpoint and the run resuming it. Changing
 # `epochs` is allowed (to extend a run), but it changes the cosine schedule from then on.
-_RESUME_FREE = {"epochs", "out", "resume", "progress", "eval_every", "threads"}
+# `grad_cache_chunk` is a memory setting (resume on a smaller machine); with BatchNorm a
+# different chunk changes the statistics from then on, so exact resume needs the same one.
+_RESUME_FREE = {"epochs", "out", "resume", "progress", "eval_every", "threads", "grad_cache_chunk"}
 _EVAL_SEED_OFFSET = 7_919  # evaluation views never share a stream with training
 
 
@@ -84,6 +87,7 @@ def train(cfg: TrainConfig, data: ImageData | None = None, callbacks=()) -> Trai
     augment = build_augment(cfg.augment, data.image_shape[1:])
     n = len(data.train_y)
     steps = max(1, n // cfg.batch_size)  # drop the ragged last batch: no batch of one
+    _check_chunk(cfg.grad_cache_chunk, min(cfg.batch_size, n))
     optimizer = make_optimizer(model, loss_fn, cfg.optim)
     scheduler = make_scheduler(optimizer, cfg.optim, steps, cfg.epochs)
     modules = {"model": model, "loss": loss_fn, "target": target}
@@ -105,10 +109,11 @@ def train(cfg: TrainConfig, data: ImageData | None = None, callbacks=()) -> Trai
             loss_fn.train()
             for idx in _batches(n, cfg.batch_size, steps, g):
                 x1, x2 = two_views(data.train_x[idx], augment, g)
-                loss = batch_loss(model, target, loss_fn, kind, x1, x2, data.train_y[idx])
-                _check_finite(loss, cfg, epoch)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss = batch_backward(
+                    model, target, loss_fn, kind, x1, x2, data.train_y[idx], cfg.grad_cache_chunk
+                )
+                _check_finite(loss, cfg, epoch)
                 if cfg.optim.grad_clip is not None:
                     params = [p for group in optimizer.param_groups for p in group["params"]]
                     nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
@@ -160,22 +165,101 @@ def batch_loss(model, target, loss_fn, kind: str, x1, x2, y) -> torch.Tensor:
     shared by the views, as in SimCLR). ``target`` (an EMA copy) gives the keys of
     two-tower losses and the targets of prediction losses.
     """
-    _, z = model(torch.cat([x1, x2]))
-    z1, z2 = z.chunk(2)
-    if kind == "prediction":
-        p1, p2 = model.predictor(z1), model.predictor(z2)
-        if target is not None:
-            with torch.no_grad():
-                t1, t2 = target(torch.cat([x1, x2]))[1].chunk(2)
+    targets = _target_projections(target, kind, x1, x2, None)
+    return _objective(model, loss_fn, kind, y, targets)(
+        *_online_encoder(model, kind, target)(x1, x2)
+    )
+
+
+def batch_backward(model, target, loss_fn, kind: str, x1, x2, y, chunk_size=None):
+    """Back-propagate the objective of one batch into ``.grad``; return the detached loss.
+
+    ``chunk_size=None``: ``batch_loss(...).backward()``. Otherwise the cached-gradient
+    pass (GradCache, ``contrastkit.engine.cached_backward``): the online network runs
+    ``chunk_size`` samples (both views of each, so ``2 * chunk_size`` rows) at a time,
+    the loss sees the whole batch, and the predictor head of prediction objectives runs
+    inside the loss on the cached projections, so it gets its gradient from the full
+    batch. The EMA target runs chunk by chunk without grad.
+
+    Without BatchNorm (and for any row-independent network) this gives the same loss and
+    gradients as the plain pass, up to float rounding. With BatchNorm, each chunk is
+    normalised with its own statistics and the running statistics are updated once per
+    chunk rather than once per batch: the larger the chunk, the closer to the plain pass.
+    """
+    if chunk_size is None:
+        loss = batch_loss(model, target, loss_fn, kind, x1, x2, y)
+        loss.backward()
+        return loss.detach()
+    targets = _target_projections(target, kind, x1, x2, chunk_size)
+    return cached_backward(
+        _online_encoder(model, kind, target),
+        (x1, x2),
+        _objective(model, loss_fn, kind, y, targets),
+        chunk_size,
+        modules=model,
+    )
+
+
+def _online_encoder(model, kind: str, target):
+    """``encode(x1, x2)``: the online projections of both views, in one pass."""
+
+    def encode(a, b):
+        _, z = model(torch.cat([a, b]))
+        z1, z2 = z.chunk(2)
+        if kind == "two_tower" and target is not None:
+            return (z1,)  # the keys come from the target network
+        return z1, z2
+
+    return encode
+
+
+@torch.no_grad()
+def _target_projections(target, kind: str, x1, x2, chunk_size):
+    """The EMA target's projections: ``(t1, t2)`` for prediction objectives, ``(k2,)``
+    keys for two-tower ones, None without a target; ``chunk_size`` rows at a time."""
+    if target is None or kind not in ("two_tower", "prediction"):
+        return None
+    size = len(x1) if chunk_size is None else chunk_size
+    parts = []
+    for i in range(0, len(x1), size):
+        a, b = x1[i : i + size], x2[i : i + size]
+        if kind == "prediction":
+            parts.append(target(torch.cat([a, b]))[1].chunk(2))
         else:
-            t1, t2 = z1, z2  # the loss stops the gradient on its second argument
-        return 0.5 * (loss_fn(p1, t2) + loss_fn(p2, t1))
-    if kind == "two_tower" and target is not None:
-        with torch.no_grad():
-            z2 = target(x2)[1]
-    if kind == "labels":
-        return loss_fn(z1, z2, labels=y)
-    return loss_fn(z1, z2)
+            parts.append((target(b)[1],))
+    return tuple(torch.cat(p) for p in zip(*parts, strict=True))
+
+
+def _objective(model, loss_fn, kind: str, y, targets):
+    """``objective(*projections)`` -> the loss, for the projections of ``_online_encoder``."""
+
+    def objective(z1, z2=None):
+        if kind == "prediction":
+            p1, p2 = model.predictor(z1), model.predictor(z2)
+            # Without a target the loss stops the gradient on its second argument.
+            t1, t2 = targets if targets is not None else (z1, z2)
+            return 0.5 * (loss_fn(p1, t2) + loss_fn(p2, t1))
+        if kind == "two_tower" and targets is not None:
+            (z2,) = targets
+        if kind == "labels":
+            return loss_fn(z1, z2, labels=y)
+        return loss_fn(z1, z2)
+
+    return objective
+
+
+def _check_chunk(chunk: int | None, batch: int) -> None:
+    if chunk is not None and chunk < batch and batch % chunk == 1:
+        raise ValueError(
+            f"train: `grad_cache_chunk` is {chunk} and batches hold {batch} samples, which "
+            f"leaves a last chunk of 1 sample; BatchNorm needs two per chunk. Fix: pick a "
+            f"chunk that divides the batch size (or leaves a remainder of at least 2), e.g. "
+            f"grad_cache_chunk={_divisor_near(batch, chunk)}."
+        )
+
+
+def _divisor_near(n: int, k: int) -> int:
+    return min((d for d in range(2, n + 1) if n % d == 0), key=lambda d: (abs(d - k), d))
 
 
 def input_kind(loss_fn: nn.Module, name: str) -> str:
