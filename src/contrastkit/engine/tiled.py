@@ -31,79 +31,193 @@ AUTO_TILE_ENTRIES = 8192 * 8192  # above this many logits, auto-selection tiles
 DEFAULT_TILE = 1024
 
 
-def _block_masks(akeys, ckeys, r0, c0, self_offset, decoupled, positives_only):
-    """Positive and excluded masks of one block. The first ``positives_only`` candidates
-    may only be positives (MoCo without in-batch negatives)."""
-    positive = akeys[:, None] == ckeys[None, :]
-    excluded = torch.zeros_like(positive)
-    if positives_only > c0:
-        cols = torch.arange(c0, c0 + ckeys.shape[0], device=akeys.device)
-        excluded = (cols < positives_only)[None, :] & ~positive
-    if self_offset is not None:
-        rows = torch.arange(r0, r0 + akeys.shape[0], device=akeys.device) + self_offset
-        cols = torch.arange(c0, c0 + ckeys.shape[0], device=akeys.device)
-        itself = rows[:, None] == cols[None, :]
-        positive &= ~itself
-        excluded |= itself
-    if decoupled:
-        excluded = excluded | positive
-    return positive, excluded
+def _excluded(akeys, ckeys, r0, c0, self_offset, decoupled, positives_only):
+    """Which logits of one block leave the denominator (None: none of them). Only blocks
+    that hold an anchor's own column, or decoupled / positives-only runs, need a mask."""
+    n, m = akeys.shape[0], ckeys.shape[0]
+    excluded = None
+    if decoupled or positives_only > c0:
+        positive = akeys[:, None] == ckeys[None, :]
+        if decoupled:
+            excluded = positive
+        if positives_only > c0:
+            cols = torch.arange(c0, c0 + m, device=akeys.device)
+            in_batch = (cols < positives_only)[None, :] & ~positive
+            excluded = in_batch if excluded is None else excluded | in_batch
+    if self_offset is not None and r0 + self_offset < c0 + m and c0 < r0 + self_offset + n:
+        rows = torch.arange(r0, r0 + n, device=akeys.device) + self_offset
+        itself = rows[:, None] == torch.arange(c0, c0 + m, device=akeys.device)[None, :]
+        excluded = itself if excluded is None else excluded | itself
+    return excluded
+
+
+def _masked(z, excluded):
+    return z if excluded is None else z.masked_fill(excluded, float("-inf"))
+
+
+def _positive_sums(anchors, candidates, akeys, ckeys, self_offset):
+    """Per anchor, the sum of its positive candidates' vectors and their count, from
+    per-key sums of the candidates (O((N + M) D), no N x M mask): positives are linear."""
+    keys, inverse = torch.unique(torch.cat([akeys, ckeys]), return_inverse=True)
+    a_idx, c_idx = inverse[: akeys.shape[0]], inverse[akeys.shape[0] :]
+    per_key = candidates.new_zeros(keys.shape[0], candidates.shape[1])
+    per_key.index_add_(0, c_idx, candidates)
+    counts = torch.bincount(c_idx, minlength=keys.shape[0])
+    pos_vec, n_pos = per_key[a_idx], counts[a_idx]
+    if self_offset is not None:  # an anchor is not its own positive
+        pos_vec = pos_vec - candidates[self_offset : self_offset + akeys.shape[0]]
+        n_pos = n_pos - 1
+    return pos_vec, n_pos, (a_idx, c_idx, keys.shape[0])
 
 
 class _TiledInfoNCE(torch.autograd.Function):
+    """Forward: per-anchor ``lse - scale a.pos_vec / n_pos``. With ``symmetric`` (anchors
+    are the candidates, NT-Xent) only blocks on and above the diagonal are computed: the
+    transposed block serves the mirror rows."""
+
     @staticmethod
     def forward(ctx, anchors, candidates, scale, akeys, ckeys, options):
-        self_offset, decoupled, positives_only, tile = options
+        self_offset, decoupled, positives_only, tile, symmetric = options
         n, m = anchors.shape[0], candidates.shape[0]
+        pos_vec, n_pos, key_index = _positive_sums(anchors, candidates, akeys, ckeys, self_offset)
+        excl_args = (self_offset, decoupled, positives_only)
         lse = anchors.new_full((n,), float("-inf"))
-        pos_sum = anchors.new_zeros(n)
-        n_pos = torch.zeros(n, dtype=torch.long, device=anchors.device)
-        n_neg = torch.zeros(n, dtype=torch.long, device=anchors.device)
+        n_excluded = torch.zeros(n, dtype=torch.long, device=anchors.device)
         for r0 in range(0, n, tile):
             r1 = min(r0 + tile, n)
             a = anchors[r0:r1] * scale
-            for c0 in range(0, m, tile):
+            for c0 in range(r0 if symmetric else 0, m, tile):
                 c1 = min(c0 + tile, m)
-                z = a @ candidates[c0:c1].T  # (tile, tile): the one product of forward
-                pos, excl = _block_masks(
-                    akeys[r0:r1], ckeys[c0:c1], r0, c0, self_offset, decoupled, positives_only
-                )
-                pos_sum[r0:r1] += torch.where(pos, z, 0).sum(1)
-                n_pos[r0:r1] += pos.sum(1)
-                n_neg[r0:r1] += (~(pos | excl)).sum(1)
-                block = torch.logsumexp(z.masked_fill(excl, float("-inf")), 1)
-                lse[r0:r1] = torch.logaddexp(lse[r0:r1], block)
-        ctx.save_for_backward(anchors, candidates, scale, akeys, ckeys, lse, n_pos)
+                z = a @ candidates[c0:c1].T  # the one product of forward
+                excl = _excluded(akeys[r0:r1], ckeys[c0:c1], r0, c0, *excl_args)
+                z = _masked(z, excl)
+                lse[r0:r1] = torch.logaddexp(lse[r0:r1], torch.logsumexp(z, 1))
+                if excl is not None:
+                    n_excluded[r0:r1] += excl.sum(1)
+                if symmetric and c0 != r0:  # the mirror block (rows c0:c1, columns r0:r1)
+                    lse[c0:c1] = torch.logaddexp(lse[c0:c1], torch.logsumexp(z, 0))
+                    if excl is not None:
+                        n_excluded[c0:c1] += excl.sum(0)
+        pos_mean = scale * (anchors * pos_vec).sum(1) / n_pos.clamp_min(1)
+        ctx.save_for_backward(anchors, candidates, scale, akeys, ckeys, lse, pos_vec, n_pos)
+        ctx.key_index = key_index
         ctx.options = options
-        return lse - pos_sum / n_pos.clamp_min(1), n_pos, n_neg
+        return lse - pos_mean, n_pos, m - n_excluded - n_pos * (not decoupled)
 
     @staticmethod
     def backward(ctx, grad, _grad_n_pos, _grad_n_neg):
-        anchors, candidates, scale, akeys, ckeys, lse, n_pos = ctx.saved_tensors
-        self_offset, decoupled, positives_only, tile = ctx.options
+        anchors, candidates, scale, akeys, ckeys, lse, pos_vec, n_pos = ctx.saved_tensors
+        self_offset, decoupled, positives_only, tile, symmetric = ctx.options
+        excl_args = (self_offset, decoupled, positives_only)
+        want_scale = ctx.needs_input_grad[2]
         n, m = anchors.shape[0], candidates.shape[0]
         d_anchors = torch.zeros_like(anchors)
         d_candidates = torch.zeros_like(candidates)
         d_scale = scale.new_zeros(())
-        inv_pos = 1.0 / n_pos.clamp_min(1).to(anchors.dtype)
         for r0 in range(0, n, tile):
             r1 = min(r0 + tile, n)
             a = anchors[r0:r1]
             a_scaled = a * scale
-            for c0 in range(0, m, tile):
+            for c0 in range(r0 if symmetric else 0, m, tile):
                 c1 = min(c0 + tile, m)
                 c = candidates[c0:c1]
                 z = a_scaled @ c.T  # recomputed block logits
-                pos, excl = _block_masks(
-                    akeys[r0:r1], ckeys[c0:c1], r0, c0, self_offset, decoupled, positives_only
-                )
-                soft = torch.exp(z.masked_fill(excl, float("-inf")) - lse[r0:r1, None])
-                g = (soft - pos * inv_pos[r0:r1, None]) * grad[r0:r1, None]  # d loss / d z
-                d_scale += (g * z).sum() / scale
+                excl = _excluded(akeys[r0:r1], ckeys[c0:c1], r0, c0, *excl_args)
+                zm = _masked(z, excl)
+                g = torch.exp(zm - lse[r0:r1, None]) * grad[r0:r1, None]  # softmax part
+                if symmetric and c0 != r0:
+                    g = g + torch.exp(zm - lse[None, c0:c1]) * grad[None, c0:c1]
+                if want_scale:  # skipped for a fixed temperature: one pass less
+                    d_scale += (g * z).sum() / scale
                 g = g * scale
                 d_anchors[r0:r1] += g @ c
                 d_candidates[c0:c1] += g.T @ a
+        # The positive term -scale a_i . pos_vec_i / n_pos_i, differentiated directly.
+        w = grad / n_pos.clamp_min(1).to(grad.dtype)  # (N,)
+        d_scale -= (w * (anchors * pos_vec).sum(1)).sum()
+        d_anchors -= scale * w[:, None] * pos_vec
+        a_idx, c_idx, n_keys = ctx.key_index
+        per_key = anchors.new_zeros(n_keys, anchors.shape[1]).index_add_(
+            0, a_idx, w[:, None] * anchors
+        )
+        d_pos = per_key[c_idx]
+        if self_offset is not None:
+            d_pos[self_offset : self_offset + n] -= w[:, None] * anchors
+        d_candidates -= scale * d_pos
+        if symmetric:  # anchors and candidates are one tensor: hand back the total once
+            d_anchors, d_candidates = d_anchors + d_candidates, None
         return d_anchors, d_candidates, d_scale, None, None, None
+
+
+class _TiledTwoWay(torch.autograd.Function):
+    """Symmetric two-tower InfoNCE (CLIP) in one walk over the blocks of ``q k^T``: rows
+    give the query->key log-sum-exp, columns the key->query one, so each block's product
+    is computed once in forward and once in backward for both directions."""
+
+    @staticmethod
+    def forward(ctx, q, k, scale, keys, tile):
+        n = q.shape[0]
+        pos_q, n_pos, key_index = _positive_sums(q, k, keys, keys, None)
+        pos_k = _positive_sums(k, q, keys, keys, None)[0]
+        lse_q = q.new_full((n,), float("-inf"))
+        lse_k = q.new_full((n,), float("-inf"))
+        for r0 in range(0, n, tile):
+            r1 = min(r0 + tile, n)
+            a = q[r0:r1] * scale
+            for c0 in range(0, n, tile):
+                c1 = min(c0 + tile, n)
+                z = a @ k[c0:c1].T
+                lse_q[r0:r1] = torch.logaddexp(lse_q[r0:r1], torch.logsumexp(z, 1))
+                lse_k[c0:c1] = torch.logaddexp(lse_k[c0:c1], torch.logsumexp(z, 0))
+        inv = 1.0 / n_pos.clamp_min(1).to(q.dtype)
+        loss_q = lse_q - scale * (q * pos_q).sum(1) * inv
+        loss_k = lse_k - scale * (k * pos_k).sum(1) * inv
+        ctx.save_for_backward(q, k, scale, lse_q, lse_k, pos_q, pos_k, inv)
+        ctx.key_index, ctx.tile = key_index, tile
+        return 0.5 * (loss_q + loss_k), n_pos
+
+    @staticmethod
+    def backward(ctx, grad, _grad_n_pos):
+        q, k, scale, lse_q, lse_k, pos_q, pos_k, inv = ctx.saved_tensors
+        tile, n = ctx.tile, q.shape[0]
+        want_scale = ctx.needs_input_grad[2]
+        half = 0.5 * grad
+        d_q, d_k = torch.zeros_like(q), torch.zeros_like(k)
+        d_scale = scale.new_zeros(())
+        for r0 in range(0, n, tile):
+            r1 = min(r0 + tile, n)
+            a = q[r0:r1]
+            a_scaled = a * scale
+            for c0 in range(0, n, tile):
+                c1 = min(c0 + tile, n)
+                c = k[c0:c1]
+                z = a_scaled @ c.T
+                g = torch.exp(z - lse_q[r0:r1, None]) * half[r0:r1, None]
+                g = g + torch.exp(z - lse_k[None, c0:c1]) * half[None, c0:c1]
+                if want_scale:  # skipped for a fixed temperature: one pass less
+                    d_scale += (g * z).sum() / scale
+                g = g * scale
+                d_q[r0:r1] += g @ c
+                d_k[c0:c1] += g.T @ a
+        # Positive terms of both directions: -scale q_i.pos_q_i / n_pos, -scale k_j.pos_k_j / n_pos.
+        w = half * inv
+        d_scale -= (w * ((q * pos_q).sum(1) + (k * pos_k).sum(1))).sum()
+        a_idx, c_idx, n_keys = ctx.key_index
+        sum_wq = q.new_zeros(n_keys, q.shape[1]).index_add_(0, a_idx, w[:, None] * q)
+        sum_wk = k.new_zeros(n_keys, k.shape[1]).index_add_(0, a_idx, w[:, None] * k)
+        d_q -= scale * (w[:, None] * pos_q + sum_wk[c_idx])
+        d_k -= scale * (w[:, None] * pos_k + sum_wq[c_idx])
+        return d_q, d_k, d_scale, None, None
+
+
+def tiled_clip(q, k, keys, *, scale, tile_size=DEFAULT_TILE, owner="clip"):
+    """Per-pair mean of the query->key and key->query InfoNCE (CLIP), tiled in one walk."""
+    if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1:
+        _fail(owner, "tile_size", f"is {tile_size!r}", "it must be an int >= 1", "pass e.g. 1024")
+    scale_t = torch.as_tensor(scale, dtype=q.dtype, device=q.device)
+    per_pair, n_pos = _TiledTwoWay.apply(q, k, scale_t, keys, tile_size)
+    check_has_positive((n_pos > 0)[:, None], owner, NO_POSITIVE_HINT, "labels")
+    return per_pair
 
 
 def tiled_contrast(
@@ -130,13 +244,14 @@ def tiled_contrast(
     if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1:
         _fail(owner, "tile_size", f"is {tile_size!r}", "it must be an int >= 1", "pass e.g. 1024")
     scale_t = torch.as_tensor(scale, dtype=anchors.dtype, device=anchors.device)
+    symmetric = candidates is anchors and self_offset == 0 and positives_only == 0
     per_anchor, n_pos, n_neg = _TiledInfoNCE.apply(
         anchors,
         candidates,
         scale_t,
         anchor_keys,
         candidate_keys,
-        (self_offset, decoupled, positives_only, tile_size),
+        (self_offset, decoupled, positives_only, tile_size, symmetric),
     )
     check_has_positive((n_pos > 0)[:, None], owner, NO_POSITIVE_HINT, pairs_arg)
     if decoupled:

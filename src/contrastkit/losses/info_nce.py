@@ -35,7 +35,7 @@ from contrastkit.core.validation import (
 )
 from contrastkit.engine.distributed import gather_no_grad, gather_with_grad, world
 from contrastkit.engine.queue import MemoryQueue
-from contrastkit.engine.tiled import resolve_tile, tiled_contrast
+from contrastkit.engine.tiled import resolve_tile, tiled_clip, tiled_contrast
 from contrastkit.losses._inputs import (
     optional_labels,
     optional_negatives,
@@ -449,6 +449,9 @@ def _two_tower(
     tile = resolve_tile(
         tile_size, q.shape[0], candidates.shape[0], not unsupported, owner, unsupported
     )
+    if tile is not None and symmetric and extra is None and size == 1:
+        per_pair = tiled_clip(q, k, ids, scale=scale, tile_size=tile, owner=owner)
+        return reduce(per_pair, reduction, owner)
     if tile is not None:
         tiled = dict(scale=scale, self_offset=None, tile_size=tile, owner=owner)
         per_pair = tiled_contrast(
