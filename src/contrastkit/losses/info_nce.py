@@ -170,7 +170,7 @@ def info_nce(
 
     ``tile_size`` (here and in the other InfoNCE-family presets): ``None`` computes the
     loss in ``1024 x 1024`` blocks with O(N) memory once the logit matrix would exceed
-    8192^2 entries (uniform and decoupled weighting; ``engine.tiled``), an int forces that
+    2048^2 entries (uniform and decoupled weighting; ``engine.tiled``), an int forces that
     tile, 0 forces the plain path. Both give the same value and gradient.
 
     Shapes: ``views`` is one ``(N, V, D)`` tensor or V tensors ``(N, D)``; ``labels``
