@@ -34,10 +34,11 @@ CONFIGS = {
     "clip": lambda a, b, q, y, d, t: F.clip(a, b, temperature=0.1, distributed=d, tile_size=t),
     "moco_queue": lambda a, b, q, y, d, t: F.moco(a, b, negatives=q, distributed=d, tile_size=t),
     "hcl": lambda a, b, q, y, d, t: F.hcl(a, b, distributed=d),
+    "dclw": lambda a, b, q, y, d, t: F.dclw(a, b, distributed=d),
     "hard_contrastive": lambda a, b, q, y, d, t: F.hard_contrastive(a, b, distributed=d),
 }
 TILES = (0, 4)  # plain, and tiles that leave an uneven last tile
-UNTILEABLE = ("hcl", "hard_contrastive")
+UNTILEABLE = ("hcl", "hard_contrastive", "dclw")
 CASES = [(name, t) for name in sorted(CONFIGS) for t in TILES if not (t and name in UNTILEABLE)]
 
 

@@ -43,6 +43,7 @@ def contrast(
     owner: str = "info_nce",
     s: torch.Tensor | None = None,
     pairs_arg: str = "labels",
+    all_reduce=None,
 ) -> torch.Tensor:
     """Per-anchor ``mean_p [-w_ip z_ip + log D_ip]`` over prepared embeddings, reduced.
 
@@ -50,7 +51,8 @@ def contrast(
     (normalised for cosine) and in the compute dtype; ``scale`` is 1 / temperature.
     Anchors with several positives average their per-positive terms (SupCon's L_out).
     ``s`` may pass the similarity matrix when the caller already computed it;
-    ``pairs_arg`` names the argument that defined the pairs, for error messages.
+    ``pairs_arg`` names the argument that defined the pairs, for error messages;
+    ``all_reduce`` makes batch-wide statistics (DCLW's weights) span all processes.
     """
     check_choice(negative_weighting, owner, "negative_weighting", NEGATIVE_WEIGHTINGS)
     check_choice(positive_weighting, owner, "positive_weighting", POSITIVE_WEIGHTINGS)
@@ -75,7 +77,7 @@ def contrast(
     w_z = z
     if positive_weighting == "vmf":
         # Detached, as in lightly's DCLWLoss: the weight rescales the positive's pull.
-        w_z = vmf_weights(z.detach() / scale, positive, sigma) * z
+        w_z = vmf_weights(z.detach() / scale, positive, sigma, all_reduce) * z
     pull = torch.where(positive, w_z, torch.zeros((), dtype=z.dtype)).sum(1) / n_pos
     if log_d.shape[1] == 1:  # one denominator per anchor (uniform, decoupled)
         per_anchor = log_d[:, 0] - pull

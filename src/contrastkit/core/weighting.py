@@ -73,12 +73,22 @@ def _debiased_log_denominator(z, negative, beta, tau_plus, scale):
     return torch.logaddexp(z, log_ng)
 
 
-def vmf_weights(pos_similarity: torch.Tensor, positive: torch.Tensor, sigma: float):
+def vmf_weights(
+    pos_similarity: torch.Tensor, positive: torch.Tensor, sigma: float, all_reduce=None
+):
     """DCLW's von Mises-Fisher positive weights ``2 - exp(s/sigma) / mean(exp(s/sigma))``.
 
     The mean runs over all positive pairs of the batch (for two views: over the N samples,
-    as in the paper). Computed as ``2 - P * softmax`` so nothing overflows at small sigma.
+    as in the paper), shifted by the largest exponent so nothing overflows at small sigma.
+    ``all_reduce(tensor, op)`` ("max" / "sum") extends the batch over processes.
     """
     logits = (pos_similarity / sigma).masked_fill(~positive, float("-inf"))
-    flat = torch.softmax(logits.flatten(), 0).view_as(logits)
-    return 2 - positive.sum() * flat
+    top = logits.max()
+    count = positive.sum().to(logits.dtype)
+    if all_reduce is not None:
+        top = all_reduce(top, "max")
+    e = torch.exp(logits - top)
+    total = e.sum()
+    if all_reduce is not None:
+        total, count = all_reduce(total, "sum"), all_reduce(count, "sum")
+    return 2 - count * e / total

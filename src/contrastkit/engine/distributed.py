@@ -69,3 +69,12 @@ def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     if world()[1] == 1:
         return x
     return _gather(x, _sizes(x.shape[0], x.device))
+
+
+@torch.no_grad()
+def all_reduce_no_grad(x: torch.Tensor, op: str) -> torch.Tensor:
+    """``x`` reduced over ranks with "sum" or "max" (a copy; no gradient)."""
+    out = x.detach().clone()
+    if world()[1] > 1:
+        dist.all_reduce(out, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
+    return out

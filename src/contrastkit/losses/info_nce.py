@@ -33,7 +33,12 @@ from contrastkit.core.validation import (
     check_same_shape,
     check_tensor,
 )
-from contrastkit.engine.distributed import gather_no_grad, gather_with_grad, world
+from contrastkit.engine.distributed import (
+    all_reduce_no_grad,
+    gather_no_grad,
+    gather_with_grad,
+    world,
+)
 from contrastkit.engine.queue import MemoryQueue
 from contrastkit.engine.tiled import resolve_tile, tiled_clip, tiled_contrast
 from contrastkit.losses._inputs import (
@@ -83,9 +88,6 @@ def _multi_view(
         candidates = torch.cat([candidates, extra], 0)
     candidate_keys = _with_negative_keys(candidate_keys, extra)
     scale = as_scale(temperature, owner)
-    if size > 1 and weighting.get("positive_weighting") == "vmf":
-        _fail(owner, "distributed", "is True", "DCLW's weights are not gathered across ranks",
-              "use dcl with distributed=True, or dclw on one process")  # fmt: skip
     unsupported = _untileable(similarity, hardest, weighting)
     tile = resolve_tile(
         tile_size, anchors.shape[0], candidates.shape[0], not unsupported, owner, unsupported
@@ -117,6 +119,7 @@ def _multi_view(
         similarity=similarity,
         reduction=reduction,
         owner=owner,
+        all_reduce=all_reduce_no_grad if size > 1 else None,
         **weighting,
     )
 
@@ -335,7 +338,15 @@ def dcl(
     )
 
 
-def dclw(*views, negatives=None, temperature=0.1, sigma=0.5, similarity="cosine", reduction="mean"):
+def dclw(
+    *views,
+    negatives=None,
+    temperature=0.1,
+    sigma=0.5,
+    similarity="cosine",
+    reduction="mean",
+    distributed=False,
+):
     """Weighted DCL (Yeh et al., ECCV 2022, eq. 7): DCL with the positive term weighted by
     ``w_i = 2 - exp(s_ii/sigma) / mean_j exp(s_jj/sigma)`` (von Mises-Fisher weights).
 
@@ -353,6 +364,7 @@ def dclw(*views, negatives=None, temperature=0.1, sigma=0.5, similarity="cosine"
         negative_weighting="decoupled",
         positive_weighting="vmf",
         sigma=check_positive_number(sigma, "dclw", "sigma", "pass e.g. sigma=0.5"),
+        distributed=distributed,
     )
 
 
@@ -641,9 +653,12 @@ class DCLW(ContrastiveLoss):
 
     function = staticmethod(dclw)
 
-    def __init__(self, temperature=0.1, sigma=0.5, similarity="cosine", reduction="mean"):
+    def __init__(
+        self, temperature=0.1, sigma=0.5, similarity="cosine", reduction="mean", distributed=False
+    ):
         super().__init__()
         self._init_contrastive(temperature, reduction, similarity)
+        self.distributed = bool(distributed)
         self.sigma = check_positive_number(sigma, "DCLW", "sigma", "pass e.g. sigma=0.5")
 
 
