@@ -176,6 +176,14 @@ def info_nce(
     2048^2 entries (uniform and decoupled weighting; ``engine.tiled``), an int forces that
     tile, 0 forces the plain path. Both give the same value and gradient.
 
+    ``distributed=True`` (here and in the other InfoNCE-family presets), under an
+    initialised ``torch.distributed`` process group: this rank's rows are the anchors and
+    every rank's rows (gathered with gradient, ``engine.distributed``) the candidates, so
+    negatives are global; ``negatives=`` stay local to the rank; the reduction runs over
+    this rank's anchors. With equal per-rank batches, DDP's gradient average equals the
+    single-process gradient on the concatenated batch. Without a process group it is a
+    no-op.
+
     Shapes: ``views`` is one ``(N, V, D)`` tensor or V tensors ``(N, D)``; ``labels``
     ``(N,)`` integers turn it into SupCon; ``negatives`` ``(M, D)`` are extra negatives for
     every anchor. Returns a 0-d tensor, or ``(V * N,)`` per-anchor values (view-major) with
