@@ -16,7 +16,7 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	# Peer libraries used as second references in tests/test_peers.py; --no-deps because
 	# their packages pull torchvision, and the tests load only their torch-only loss files.
 	$(PY) -m pip install --quiet --no-deps lightly==1.6.0 open_clip_torch==3.3.0

@@ -1,4 +1,4 @@
-"""The ``contrastkit`` command line: ``list``, ``train``, ``eval`` and ``compare``.
+"""The ``contrastkit`` command line: ``list``, ``train``, ``eval``, ``compare`` and ``bench``.
 
 This is the only module that parses argv and YAML. Configuration files hold the keys of
 ``TrainConfig`` (plus a ``compare:`` section for ``compare``); ``--set key=value`` sets a
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import sys
 import textwrap
 from pathlib import Path
 
@@ -219,6 +220,54 @@ def write_compare_outputs(cfg, records: list[dict], skipped: dict, console) -> l
         _write_text(cfg.json, json.dumps(payload, indent=2) + "\n")
         console.print(f"json: {cfg.json}")
     return rows
+
+
+# ---------------------------------------------------------------------------- bench
+
+
+@app.command(
+    "bench",
+    context_settings={
+        "allow_extra_args": True,
+        "ignore_unknown_options": True,
+        "help_option_names": [],  # --help goes to the benchmark's own parser
+    },
+)
+def bench_command(ctx: typer.Context) -> None:
+    """Time the losses against peers and the matmul floor; writes docs/benchmarks.md.
+
+    Needs a source checkout (benchmarks/ is not installed). Options: contrastkit bench
+    --help; --quick is a smoke test.
+    """
+    module = _import_benchmarks()
+    raise typer.Exit(code=module.main(list(ctx.args), prog="contrastkit bench"))
+
+
+def _import_benchmarks():
+    """``benchmarks.losses`` from the checkout: the working directory or its parents, or the
+    checkout an editable install points at."""
+    import importlib
+
+    import contrastkit
+
+    here = Path.cwd().resolve()
+    candidates = [here, *here.parents, Path(contrastkit.__file__).resolve().parents[2]]
+    for root in candidates:
+        if (root / "benchmarks" / "losses.py").is_file():
+            if str(root) not in sys.path:
+                sys.path.insert(0, str(root))
+            module = importlib.import_module("benchmarks.losses")
+            if Path(module.__file__).resolve().parent.parent == root:
+                return module
+            break  # another package named `benchmarks` shadows the checkout's
+    typer.echo(
+        "error: `contrastkit bench` needs a source checkout of contrastkit: the `benchmarks/` "
+        "folder is not installed with the package and none was found in the working "
+        "directory, its parents or next to the installed package. Fix: clone the repository "
+        "and run `contrastkit bench` (or `python -m benchmarks.losses`) in it.",
+        err=True,
+    )
+    raise typer.Exit(code=2)
 
 
 # ---------------------------------------------------------------------------- reports

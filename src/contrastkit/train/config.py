@@ -108,6 +108,9 @@ class TrainConfig:
     # the loss still sees the whole batch, but only one chunk's activations live at once.
     # None: one plain forward/backward. BatchNorm then normalises per chunk (see the loop).
     grad_cache_chunk: int | None = None
+    # torch.distributed backend when launched with torchrun (WORLD_SIZE > 1): "gloo" or
+    # "nccl"; None picks gloo for CPU tensors, nccl for CUDA ones. Ignored on one process.
+    dist_backend: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -318,6 +321,13 @@ def _validate_train(c: TrainConfig) -> None:
         c.grad_cache_chunk,
         "it must be >= 2 or null (every chunk needs two samples for BatchNorm statistics)",
         "use e.g. grad_cache_chunk=64, or null for a plain forward/backward",
+    )
+    _require(
+        c.dist_backend in (None, "gloo", "nccl"),
+        "dist_backend",
+        c.dist_backend,
+        "it must be 'gloo', 'nccl' or null",
+        "use null to pick gloo on CPU and nccl on CUDA",
     )
     d = c.data
     _require(

@@ -5,6 +5,15 @@ order and the augmentations of epoch ``e`` come from a generator seeded with a f
 ``(seed, e)``; evaluation uses its own generator. A checkpoint written after epoch ``e``
 (model, loss-module state, EMA target, optimizer, scheduler, RNG states, history) is
 therefore enough for ``resume`` to continue exactly as an uninterrupted run would.
+
+Data parallel: under ``torchrun --nproc-per-node N`` (``train.distributed``) every process
+draws the same permutation and the same augmented global batch of ``batch_size``, keeps
+its contiguous ``batch_size / N`` rows, and trains a DistributedDataParallel replica whose
+BatchNorm layers use global-batch statistics; the loss is created with
+``distributed=True`` (global negatives). Losses without that option are refused. Rank 0
+alone shows progress, evaluates (the others wait), and writes metrics and checkpoints;
+every rank reads the checkpoint on resume. The result follows the 1-process run with the
+same global batch up to float rounding (``docs/distributed.md``).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from torch import nn
 
 from contrastkit import create_loss, list_losses, loss_info
 from contrastkit.engine import cached_backward
+from contrastkit.train import distributed as ddp
 from contrastkit.train.augment import build_augment, two_views
 from contrastkit.train.config import (
     AugmentConfig,
@@ -49,7 +59,10 @@ INPUT_KINDS = ("views", "labels", "two_tower", "prediction")
 # `epochs` is allowed (to extend a run), but it changes the cosine schedule from then on.
 # `grad_cache_chunk` is a memory setting (resume on a smaller machine); with BatchNorm a
 # different chunk changes the statistics from then on, so exact resume needs the same one.
-_RESUME_FREE = {"epochs", "out", "resume", "progress", "eval_every", "threads", "grad_cache_chunk"}
+_RESUME_FREE = {
+    "epochs", "out", "resume", "progress", "eval_every", "threads", "grad_cache_chunk",
+    "dist_backend",
+}  # fmt: skip
 _EVAL_SEED_OFFSET = 7_919  # evaluation views never share a stream with training
 
 
@@ -73,34 +86,52 @@ def train(cfg: TrainConfig, data: ImageData | None = None, callbacks=()) -> Trai
 
     Each of ``callbacks`` is called as ``callback(record)`` after every epoch, once the
     epoch's metrics and checkpoint are written; an exception from it stops the run.
+
+    Launched by ``torchrun`` with several processes (or inside an initialised process
+    group), it trains data-parallel as the module doc says; every rank returns the same
+    history (rank 0's evaluation) and its own, identical, copy of the model.
     """
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
+    ctx = ddp.setup(cfg.dist_backend, torch.device("cpu"))  # the loop runs on the CPU
+    try:
+        return _train(cfg, data, callbacks, ctx)
+    finally:
+        ddp.teardown(ctx)
+
+
+def _train(cfg: TrainConfig, data, callbacks, ctx: ddp.Context) -> TrainResult:
     seed_everything(cfg.seed)
     data = data if data is not None else load_dataset(cfg.data)
-    loss_fn = create_loss(cfg.loss.name, **cfg.loss.params)
+    loss_fn = create_loss(cfg.loss.name, **_loss_params(cfg, ctx))
     kind = input_kind(loss_fn, cfg.loss.name)
     model = build_model(cfg.model, data.image_shape, predictor=kind == "prediction")
+    if ctx.active:
+        model = ddp.convert_sync_batchnorm(model)  # global-batch statistics
     momentum = cfg.ema_momentum()
     _check_ema(momentum, kind, cfg.loss.name)
     target = make_target(model) if momentum > 0 else None
     augment = build_augment(cfg.augment, data.image_shape[1:])
     n = len(data.train_y)
     steps = max(1, n // cfg.batch_size)  # drop the ragged last batch: no batch of one
-    _check_chunk(cfg.grad_cache_chunk, min(cfg.batch_size, n))
+    ddp.check_batch(min(cfg.batch_size, n), ctx)
+    _check_chunk(cfg.grad_cache_chunk, min(cfg.batch_size, n) // ctx.world_size)
     optimizer = make_optimizer(model, loss_fn, cfg.optim)
     scheduler = make_scheduler(optimizer, cfg.optim, steps, cfg.epochs)
     modules = {"model": model, "loss": loss_fn, "target": target}
 
     start, history = 0, []
     if cfg.resume:
-        start, history = _restore(cfg, cfg.resume, modules, optimizer, scheduler)
+        start, history = _restore(cfg, cfg.resume, modules, optimizer, scheduler)  # every rank
+    net = ddp.wrap(model, loss_fn, ctx)  # DDP replica, or the model itself on one process
+    trainable = [p for m in (model, loss_fn) for p in m.parameters() if p.requires_grad]
     out = Path(cfg.out) if cfg.out else None
-    if out is not None:
+    writes = out is not None and ctx.main  # rank 0 alone writes files
+    if writes:
         out.mkdir(parents=True, exist_ok=True)
         _write_jsonl(out / METRICS_NAME, history)  # drops epochs past the checkpoint
 
-    with _progress(cfg.progress, (cfg.epochs - start) * steps) as advance:
+    with _progress(cfg.progress and ctx.main, (cfg.epochs - start) * steps) as advance:
         for epoch in range(start, cfg.epochs):
             t0 = time.perf_counter()
             g = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
@@ -108,11 +139,22 @@ def train(cfg: TrainConfig, data: ImageData | None = None, callbacks=()) -> Trai
             model.train()
             loss_fn.train()
             for idx in _batches(n, cfg.batch_size, steps, g):
+                # The whole global batch is augmented on every rank, so each sample gets
+                # the views it gets on one process; then each rank keeps its own rows.
                 x1, x2 = two_views(data.train_x[idx], augment, g)
+                x1, x2, y = (ddp.shard(t, ctx) for t in (x1, x2, data.train_y[idx]))
                 optimizer.zero_grad(set_to_none=True)
-                loss = batch_backward(
-                    model, target, loss_fn, kind, x1, x2, data.train_y[idx], cfg.grad_cache_chunk
-                )
+                if ctx.active and cfg.grad_cache_chunk is not None:
+                    # Several backward passes per step: average once, outside DDP.
+                    loss = batch_backward(
+                        model, target, loss_fn, kind, x1, x2, y, cfg.grad_cache_chunk
+                    )
+                    ddp.average_gradients(trainable, ctx)
+                else:
+                    loss = batch_backward(
+                        model, target, loss_fn, kind, x1, x2, y, cfg.grad_cache_chunk, net
+                    )
+                loss = ddp.mean(loss, ctx)  # the global-batch loss, the same on every rank
                 _check_finite(loss, cfg, epoch)
                 if cfg.optim.grad_clip is not None:
                     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -132,13 +174,14 @@ def train(cfg: TrainConfig, data: ImageData | None = None, callbacks=()) -> Trai
             if getattr(loss_fn, "logit_scale", None) is not None:
                 record["temperature"] = float(loss_fn.current_temperature().detach())
             last = epoch + 1 == cfg.epochs
-            if last or (epoch + 1) % cfg.eval_every == 0:
+            if ctx.main and (last or (epoch + 1) % cfg.eval_every == 0):
                 linear = cfg.eval.linear_probe and last
                 record.update(
                     evaluate(model, data, cfg.eval, augment=augment, seed=cfg.seed, linear=linear)
                 )
+            record = ddp.broadcast_object(record, ctx)  # the other ranks wait for rank 0's
             history.append(record)
-            if out is not None:
+            if writes:
                 _append_jsonl(out / METRICS_NAME, record)
                 save_checkpoint(
                     out / CHECKPOINT_NAME,
@@ -152,13 +195,14 @@ def train(cfg: TrainConfig, data: ImageData | None = None, callbacks=()) -> Trai
                 )
             for callback in callbacks:
                 callback(record)
+    ddp.barrier(ctx)  # the last checkpoint exists when train returns on any rank
 
     metrics = {k: v for k, v in history[-1].items() if k not in ("epoch", "lr", "time")}
     ckpt = out / CHECKPOINT_NAME if out is not None else None
     return TrainResult(cfg, model, loss_fn, history, metrics, ckpt)
 
 
-def batch_loss(model, target, loss_fn, kind: str, x1, x2, y) -> torch.Tensor:
+def batch_loss(model, target, loss_fn, kind: str, x1, x2, y, forward=None) -> torch.Tensor:
     """The objective on one batch of two views, following the loss's ``inputs`` kind.
 
     Both views go through the online network in one pass (batch-norm statistics are
@@ -167,12 +211,15 @@ def batch_loss(model, target, loss_fn, kind: str, x1, x2, y) -> torch.Tensor:
     """
     targets = _target_projections(target, kind, x1, x2, None)
     return _objective(model, loss_fn, kind, y, targets)(
-        *_online_encoder(model, kind, target)(x1, x2)
+        *_online_encoder(forward or model, kind, target)(x1, x2)
     )
 
 
-def batch_backward(model, target, loss_fn, kind: str, x1, x2, y, chunk_size=None):
+def batch_backward(model, target, loss_fn, kind: str, x1, x2, y, chunk_size=None, forward=None):
     """Back-propagate the objective of one batch into ``.grad``; return the detached loss.
+
+    ``forward`` runs the online model (default ``model`` itself; the training loop passes
+    its DistributedDataParallel replica); the predictor head is always ``model.predictor``.
 
     ``chunk_size=None``: ``batch_loss(...).backward()``. Otherwise the cached-gradient
     pass (GradCache, ``contrastkit.engine.cached_backward``): the online network runs
@@ -187,7 +234,7 @@ def batch_backward(model, target, loss_fn, kind: str, x1, x2, y, chunk_size=None
     chunk rather than once per batch: the larger the chunk, the closer to the plain pass.
     """
     if chunk_size is None:
-        loss = batch_loss(model, target, loss_fn, kind, x1, x2, y)
+        loss = batch_loss(model, target, loss_fn, kind, x1, x2, y, forward)
         loss.backward()
         return loss.detach()
     targets = _target_projections(target, kind, x1, x2, chunk_size)
@@ -201,7 +248,8 @@ def batch_backward(model, target, loss_fn, kind: str, x1, x2, y, chunk_size=None
 
 
 def _online_encoder(model, kind: str, target):
-    """``encode(x1, x2)``: the online projections of both views, in one pass."""
+    """``encode(x1, x2)``: the online projections of both views, in one pass (``model`` may
+    be a DistributedDataParallel replica of the online model)."""
 
     def encode(a, b):
         _, z = model(torch.cat([a, b]))
@@ -260,6 +308,34 @@ def _check_chunk(chunk: int | None, batch: int) -> None:
 
 def _divisor_near(n: int, k: int) -> int:
     return min((d for d in range(2, n + 1) if n % d == 0), key=lambda d: (abs(d - k), d))
+
+
+def distributed_losses() -> list[str]:
+    """The registered objectives the loop can train on several processes: those with a
+    ``distributed`` option (global negatives) whose inputs the loop feeds."""
+    return [
+        name
+        for name in list_losses()
+        if "distributed" in loss_info(name).parameters()
+        and getattr(loss_info(name).cls, "inputs", "views") in INPUT_KINDS
+    ]
+
+
+def _loss_params(cfg: TrainConfig, ctx: ddp.Context) -> dict:
+    """``cfg.loss.params``, with ``distributed=True`` on several processes (unless the
+    config sets it: ``distributed: false`` keeps each rank's negatives local)."""
+    params = dict(cfg.loss.params)
+    if not ctx.active:
+        return params
+    if "distributed" not in loss_info(cfg.loss.name).parameters():
+        raise ValueError(
+            f"train: loss {cfg.loss.name!r} has no `distributed` option, so on "
+            f"{ctx.world_size} processes each would see only its own batch shard and the run "
+            f"would not match a 1-process run with the same batch. Fix: train it on one "
+            f"process, or pick one of {', '.join(distributed_losses())}."
+        )
+    params.setdefault("distributed", True)
+    return params
 
 
 def input_kind(loss_fn: nn.Module, name: str) -> str:
