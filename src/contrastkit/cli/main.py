@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -101,6 +102,8 @@ def train_command(
         if cfg.out is None:
             cfg.out = str(Path("runs") / f"{cfg.loss.name}-seed{cfg.seed}")
         result = train(cfg)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return
     console = _console()
     console.print(_metrics_table(f"{cfg.loss.name}, seed {cfg.seed}", result.metrics))
     console.print(f"checkpoint: {result.checkpoint}\nmetrics: {Path(cfg.out) / 'metrics.jsonl'}")
