@@ -36,7 +36,7 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 test: install lint
-	$(PY) -m pytest -n 2 -q tests
+	$(PY) -m pytest -n 2 --dist loadgroup -q tests
 
 results: install
 	$(PY) scripts/make_results.py

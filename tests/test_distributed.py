@@ -20,6 +20,10 @@ import torch.multiprocessing as mp
 
 import contrastkit.functional as F
 
+# Multi-process tests share one xdist worker (`--dist loadgroup`): never two process
+# groups at once, so their free ports cannot collide.
+pytestmark = pytest.mark.xdist_group("distributed")
+
 WORLD, N, D, IN = 2, 6, 5, 7  # 6 samples per rank
 LABELS = torch.tensor([0, 1, 2, 0, 1, 2, 3, 3, 0, 1, 2, 3])
 

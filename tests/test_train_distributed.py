@@ -25,6 +25,10 @@ from contrastkit.train import TrainConfig, apply_overrides, load_checkpoint, tra
 from contrastkit.train import distributed as ddp
 from contrastkit.train.loop import _loss_params, distributed_losses
 
+# Multi-process tests share one xdist worker (`--dist loadgroup`): never two process
+# groups at once, so their free ports cannot collide.
+pytestmark = pytest.mark.xdist_group("distributed")
+
 WORLD = 2
 # 300 digits (240 train / 60 test), 3 global batches of 64 (32 per rank) per epoch.
 TINY = {
