@@ -43,7 +43,7 @@ class Impl:
 # ---------------------------------------------------------------------------- loading peers
 
 
-def _package_root(package: str) -> str:
+def package_root(package: str) -> str:
     """Install folder of a package, found without running its ``__init__``."""
     module = sys.modules.get(package)
     if module is not None and getattr(module, "__path__", None):
@@ -57,11 +57,11 @@ def _package_root(package: str) -> str:
     return spec.submodule_search_locations[0]
 
 
-def _load_file(package: str, relpath: str, module_name: str):
+def load_file(package: str, relpath: str, module_name: str):
     """Load one file of an installed package as its own module."""
     if module_name in sys.modules:
         return sys.modules[module_name]
-    path = f"{_package_root(package)}/{relpath}"
+    path = f"{package_root(package)}/{relpath}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None:
         raise PeerUnavailable(f"{path} not found ({package} version without this file?)")
@@ -88,7 +88,7 @@ def lightly_ntxent_module():
     """
     if "lightly.loss.ntx_ent_loss" in sys.modules:
         return sys.modules["lightly.loss.ntx_ent_loss"]
-    root = _package_root("lightly")
+    root = package_root("lightly")
     for name, folder in (
         ("lightly", root),
         ("lightly.utils", f"{root}/utils"),
@@ -178,7 +178,7 @@ def _clip_ours(tile: int) -> LossFn:
 
 
 def _clip_open_clip(tile: int) -> LossFn:
-    module = _load_file("open_clip", "loss.py", "_bench_open_clip_loss")
+    module = load_file("open_clip", "loss.py", "_bench_open_clip_loss")
     loss = module.ClipLoss()
     scale = 1.0 / TEMPERATURE
     return lambda q, k: loss(F.normalize(q, dim=1), F.normalize(k, dim=1), logit_scale=scale)

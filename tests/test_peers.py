@@ -8,7 +8,6 @@ imports are torch-only). Each test skips, with the reason, when its peer is abse
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import types
 
@@ -16,6 +15,8 @@ import pytest
 import torch
 
 import contrastkit.functional as F
+
+impls = pytest.importorskip("benchmarks.impls")
 
 N, D = 8, 6
 
@@ -25,24 +26,17 @@ def randn(*shape, seed):
 
 
 def package_root(package: str) -> str:
-    """Install folder of a package, found without running its __init__."""
-    module = sys.modules.get(package)
-    if module is not None and getattr(module, "__path__", None):
-        return list(module.__path__)[0]
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip(f"{package} is not installed (make install adds it with --no-deps)")
-    return spec.submodule_search_locations[0]
+    """Install folder of a package (the benchmark's loader), or skip with the reason."""
+    try:
+        return impls.package_root(package)
+    except impls.PeerUnavailable as e:
+        pytest.skip(str(e))
 
 
 def load_file(package: str, relpath: str, module_name: str):
-    """Load one file of an installed package as its own module."""
-    path = f"{package_root(package)}/{relpath}"
-    file_spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(file_spec)
-    sys.modules[module_name] = module
-    file_spec.loader.exec_module(module)
-    return module
+    """One file of an installed package as its own module (the benchmark's loader)."""
+    package_root(package)
+    return impls.load_file(package, relpath, module_name)
 
 
 def lightly_module(relpath: str, name: str):

@@ -70,6 +70,16 @@ def _positive_sums(anchors, candidates, akeys, ckeys, self_offset):
     return pos_vec, n_pos, (a_idx, c_idx, keys.shape[0])
 
 
+def _block_backward(g, z, a, c, scale, want_scale, d_a, d_c):
+    """Push one block's ``d loss / d z`` into the row and column gradients (in place) and
+    return its share of the temperature gradient (skipped when the temperature is fixed)."""
+    d_scale = (g * z).sum() / scale if want_scale else 0.0
+    g = g * scale
+    d_a += g @ c
+    d_c += g.T @ a
+    return d_scale
+
+
 class _TiledInfoNCE(torch.autograd.Function):
     """Forward: per-anchor ``lse - scale a.pos_vec / n_pos``. With ``symmetric`` (anchors
     are the candidates, NT-Xent) only blocks on and above the diagonal are computed: the
@@ -127,11 +137,9 @@ class _TiledInfoNCE(torch.autograd.Function):
                 g = torch.exp(zm - lse[r0:r1, None]) * grad[r0:r1, None]  # softmax part
                 if symmetric and c0 != r0:
                     g = g + torch.exp(zm - lse[None, c0:c1]) * grad[None, c0:c1]
-                if want_scale:  # skipped for a fixed temperature: one pass less
-                    d_scale += (g * z).sum() / scale
-                g = g * scale
-                d_anchors[r0:r1] += g @ c
-                d_candidates[c0:c1] += g.T @ a
+                d_scale += _block_backward(
+                    g, z, a, c, scale, want_scale, d_anchors[r0:r1], d_candidates[c0:c1]
+                )
         # The positive term -scale a_i . pos_vec_i / n_pos_i, differentiated directly.
         w = grad / n_pos.clamp_min(1).to(grad.dtype)  # (N,)
         d_scale -= (w * (anchors * pos_vec).sum(1)).sum()
@@ -194,11 +202,7 @@ class _TiledTwoWay(torch.autograd.Function):
                 z = a_scaled @ c.T
                 g = torch.exp(z - lse_q[r0:r1, None]) * half[r0:r1, None]
                 g = g + torch.exp(z - lse_k[None, c0:c1]) * half[None, c0:c1]
-                if want_scale:  # skipped for a fixed temperature: one pass less
-                    d_scale += (g * z).sum() / scale
-                g = g * scale
-                d_q[r0:r1] += g @ c
-                d_k[c0:c1] += g.T @ a
+                d_scale += _block_backward(g, z, a, c, scale, want_scale, d_q[r0:r1], d_k[c0:c1])
         # Positive terms of both directions: -scale q_i.pos_q_i / n_pos, -scale k_j.pos_k_j / n_pos.
         w = half * inv
         d_scale -= (w * ((q * pos_q).sum(1) + (k * pos_k).sum(1))).sum()
