@@ -88,8 +88,19 @@ def main(argv: list[str] | None = None) -> None:
     if args.render_only:  # otherwise `contrastkit compare` has just drawn it
         plot_board(board, out / "results_leaderboard.png")
     plot_sweep(sweep["records"], out / "results_temperature.png")
-    (out / "results.md").write_text(render(board, sweep, command, out))
+    results = out / "results.md"
+    results.write_text(render(board, sweep, command, out) + kept_seed_sections(results))
     print(f"wrote {out / 'results.md'}", flush=True)
+
+
+def kept_seed_sections(results: Path) -> str:
+    """The per-objective sections that ``scripts/seeds/*.py`` wrote into ``results``:
+    each is regenerated only by its own command, so a rewrite here keeps them."""
+    sys.path.insert(0, str(ROOT / "scripts" / "seeds"))
+    from _common import SEEDS_HEADING, seed_sections
+
+    blocks = seed_sections(results.read_text()) if results.is_file() else ""
+    return f"\n{SEEDS_HEADING}\n\n{blocks}" if blocks else ""
 
 
 def _previous(sweep_path: Path, board_path: Path) -> dict:

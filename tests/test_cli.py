@@ -52,6 +52,17 @@ def test_train_unknown_loss_lists_registered_ones(tmp_path):
     assert "infonce" in result.output
 
 
+def test_train_objective_with_views(tmp_path):
+    run = tmp_path / "run"
+    args = ["--objective", "infonce", "--views", "3", "--epochs", "1", "--out", run]
+    result = invoke("train", *args, "--no-progress", *TINY)
+    assert result.exit_code == 0, result.output
+    from contrastkit.train import config_from_checkpoint
+
+    saved = config_from_checkpoint(run / "checkpoint.pt")
+    assert saved.views == 3 and saved.loss.name == "infonce"
+
+
 def test_train_then_resume_then_eval(tmp_path):
     run = tmp_path / "run"
     args = ["--loss", "simsiam", "--epochs", "1", "--seed", "3", "--out", run, "--no-progress"]
@@ -137,8 +148,15 @@ def test_make_results_smoke(tmp_path):
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    sys.path.insert(0, str(ROOT / "scripts" / "seeds"))
+    from _common import write_section
+
+    write_section("example", "### example: kept\n\n| a |\n|---|\n| 1 |", tmp_path / "results.md")
     module.main(["--smoke", "--out-dir", str(tmp_path)])
     text = (tmp_path / "results.md").read_text()
+    # A seed objective's section is rewritten only by its own command: kept here.
+    assert text.count("<!-- seed:example -->\n### example: kept") == 1
+    assert text.index("## Objectives on MNIST") < text.index("### example: kept")
     assert "contrastkit compare --config" in text
     assert "| infonce |" in text
     assert "temperature" in text.lower() and "tolerance" in text

@@ -197,6 +197,31 @@ def test_short_run_each_input_kind(tmp_path, name, kind):
     assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
 
 
+def test_multi_view_batches_feed_every_view_to_the_loss():
+    import contrastkit.functional as F
+    from contrastkit import create_loss
+    from contrastkit.train.loop import batch_loss
+
+    torch.manual_seed(0)
+    cfg = tiny(views=3)
+    model = build_model(cfg.model, (1, 8, 8))
+    views = tuple(torch.rand(16, 1, 8, 8) for _ in range(cfg.views))
+    labels, index = torch.arange(16) % 4, torch.arange(16)
+    loss = batch_loss(model, None, create_loss("infonce"), "views", (views, labels, index))
+    _, z = model(torch.cat(views))
+    torch.testing.assert_close(loss, F.info_nce(*z.chunk(3)))
+    result = train(tiny(views=3, epochs=1))
+    assert math.isfinite(result.history[-1]["loss"])
+
+
+def test_views_other_than_two_are_refused_for_two_tower_and_prediction_losses():
+    with pytest.raises(ValueError, match=r"`views` is 1, but it must be >= 2"):
+        tiny(views=1)
+    for name in ("byol", "clip"):
+        with pytest.raises(ValueError, match=rf"`views` is 4 for '{name}'.*Fix: set views=2"):
+            train(tiny(views=4, **{"loss.name": name}))
+
+
 def test_training_learns():
     result = train(tiny(epochs=6, **{"data.subset": 600}))
     losses = [h["loss"] for h in result.history]

@@ -65,8 +65,13 @@ def list_command() -> None:
 def train_command(
     config: Path | None = ConfigOption,
     sets: list[str] | None = SetOption,
-    loss: str | None = typer.Option(None, "--loss", help="Objective name (contrastkit list)."),
+    loss: str | None = typer.Option(
+        None, "--objective", "--loss", help="Objective name (contrastkit list)."
+    ),
     epochs: int | None = typer.Option(None, "--epochs"),
+    views: int | None = typer.Option(
+        None, "--views", help="Augmented views per sample (multi-view objectives) [default: 2]."
+    ),
     seed: int | None = typer.Option(None, "--seed"),
     out: str | None = typer.Option(None, "--out", help="Run folder [default: runs/LOSS-seedS]."),
     resume: Path | None = typer.Option(None, "--resume", help="Checkpoint to continue from."),
@@ -93,7 +98,7 @@ def train_command(
             raw = {}
         if out is None and resume is not None:
             out = str(resume.parent)  # a resumed run continues in its own folder
-        flags = {"loss.name": loss, "epochs": epochs, "seed": seed, "out": out}
+        flags = {"loss.name": loss, "epochs": epochs, "views": views, "seed": seed, "out": out}
         flags["grad_cache_chunk"] = grad_cache_chunk
         flags["resume"] = None if resume is None else str(resume)
         overrides = {**_parse_sets(sets), **{k: v for k, v in flags.items() if v is not None}}

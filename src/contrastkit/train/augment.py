@@ -1,6 +1,6 @@
-"""Augmentations for small grey images (kornia), and the two-view sampler.
+"""Augmentations for small grey images (kornia), and the view sampler.
 
-Kornia draws its random parameters from torch's global generator. ``two_views`` takes
+Kornia draws its random parameters from torch's global generator. ``n_views`` takes
 an explicit ``torch.Generator``, draws one seed per view from it, and runs kornia under
 ``torch.random.fork_rng`` with that seed: the views are then a deterministic function
 of the generator, and the global RNG is left untouched.
@@ -44,8 +44,15 @@ def augment_once(x: torch.Tensor, augment: nn.Module, generator: torch.Generator
             return augment(x)
 
 
+def n_views(
+    x: torch.Tensor, augment: nn.Module, generator: torch.Generator, views: int
+) -> tuple[torch.Tensor, ...]:
+    """``views`` independently augmented views of the batch ``x``."""
+    return tuple(augment_once(x, augment, generator) for _ in range(views))
+
+
 def two_views(
     x: torch.Tensor, augment: nn.Module, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Two independently augmented views of the batch ``x``."""
-    return augment_once(x, augment, generator), augment_once(x, augment, generator)
+    return n_views(x, augment, generator, 2)

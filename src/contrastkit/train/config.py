@@ -99,6 +99,7 @@ class TrainConfig:
     seed: int = 0
     epochs: int = 20
     batch_size: int = 256
+    views: int = 2  # augmented views per sample; losses with two-tower or prediction inputs take 2
     eval_every: int = 5  # evaluate every this many epochs, and after the last one
     out: str | None = None  # run folder: metrics.jsonl and checkpoint.pt; None: nothing saved
     resume: str | None = None  # checkpoint to continue from
@@ -313,6 +314,13 @@ def _require(ok: bool, key: str, value, rule: str, fix: str) -> None:
 def _validate_train(c: TrainConfig) -> None:
     _require(c.epochs >= 1, "epochs", c.epochs, "it must be >= 1", "set e.g. epochs=20")
     _require(c.batch_size >= 2, "batch_size", c.batch_size, "it must be >= 2", "use e.g. 256")
+    _require(
+        c.views >= 2,
+        "views",
+        c.views,
+        "it must be >= 2",
+        "use views=2 (or 4 for multi-view losses)",
+    )
     _require(c.eval_every >= 1, "eval_every", c.eval_every, "it must be >= 1", "use e.g. 5")
     _require(c.threads is None or c.threads >= 1, "threads", c.threads, "it must be >= 1", "1")
     _require(

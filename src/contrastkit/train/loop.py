@@ -39,7 +39,7 @@ from torch import nn
 from contrastkit import create_loss, list_losses, loss_info
 from contrastkit.engine import cached_backward
 from contrastkit.train import distributed as ddp
-from contrastkit.train.augment import build_augment, two_views
+from contrastkit.train.augment import build_augment, n_views, two_views
 from contrastkit.train.config import (
     AugmentConfig,
     CompareConfig,
@@ -54,7 +54,10 @@ from contrastkit.train.models import ContrastiveModel, build_model
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
 _FORMAT, _VERSION = "contrastkit-train", 1
-INPUT_KINDS = ("views", "labels", "two_tower", "prediction")
+INPUT_KINDS = ("views", "labels", "index", "two_tower", "prediction")
+# Constructor arguments the loop fills from the data and model when the loss takes them
+# and the config leaves them unset (per-sample state, label embeddings, gate sizes).
+FILLED_PARAMS = ("num_samples", "num_classes", "dim")
 # Settings that may differ between a checkpoint and the run resuming it. Changing
 # `epochs` is allowed (to extend a run), but it changes the cosine schedule from then on.
 # `grad_cache_chunk` is a memory setting (resume on a smaller machine); with BatchNorm a
@@ -103,8 +106,9 @@ def train(cfg: TrainConfig, data: ImageData | None = None, callbacks=()) -> Trai
 def _train(cfg: TrainConfig, data, callbacks, ctx: ddp.Context) -> TrainResult:
     seed_everything(cfg.seed)
     data = data if data is not None else load_dataset(cfg.data)
-    loss_fn = create_loss(cfg.loss.name, **_loss_params(cfg, ctx))
+    loss_fn = create_loss(cfg.loss.name, **_loss_params(cfg, ctx, data))
     kind = input_kind(loss_fn, cfg.loss.name)
+    _check_views(cfg.views, kind, cfg.loss.name)
     model = build_model(cfg.model, data.image_shape, predictor=kind == "prediction")
     if ctx.active:
         model = ddp.convert_sync_batchnorm(model)  # global-batch statistics
@@ -141,18 +145,18 @@ def _train(cfg: TrainConfig, data, callbacks, ctx: ddp.Context) -> TrainResult:
             for idx in _batches(n, cfg.batch_size, steps, g):
                 # The whole global batch is augmented on every rank, so each sample gets
                 # the views it gets on one process; then each rank keeps its own rows.
-                x1, x2 = two_views(data.train_x[idx], augment, g)
-                x1, x2, y = (ddp.shard(t, ctx) for t in (x1, x2, data.train_y[idx]))
+                views = n_views(data.train_x[idx], augment, g, cfg.views)
+                views = tuple(ddp.shard(x, ctx) for x in views)
+                y, index = ddp.shard(data.train_y[idx], ctx), ddp.shard(idx, ctx)
+                batch = (views, y, index)
                 optimizer.zero_grad(set_to_none=True)
                 if ctx.active and cfg.grad_cache_chunk is not None:
                     # Several backward passes per step: average once, outside DDP.
-                    loss = batch_backward(
-                        model, target, loss_fn, kind, x1, x2, y, cfg.grad_cache_chunk
-                    )
+                    loss = batch_backward(model, target, loss_fn, kind, batch, cfg.grad_cache_chunk)
                     ddp.average_gradients(trainable, ctx)
                 else:
                     loss = batch_backward(
-                        model, target, loss_fn, kind, x1, x2, y, cfg.grad_cache_chunk, net
+                        model, target, loss_fn, kind, batch, cfg.grad_cache_chunk, net
                     )
                 loss = ddp.mean(loss, ctx)  # the global-batch loss, the same on every rank
                 _check_finite(loss, cfg, epoch)
@@ -202,20 +206,24 @@ def _train(cfg: TrainConfig, data, callbacks, ctx: ddp.Context) -> TrainResult:
     return TrainResult(cfg, model, loss_fn, history, metrics, ckpt)
 
 
-def batch_loss(model, target, loss_fn, kind: str, x1, x2, y, forward=None) -> torch.Tensor:
-    """The objective on one batch of two views, following the loss's ``inputs`` kind.
+def batch_loss(model, target, loss_fn, kind: str, batch, forward=None) -> torch.Tensor:
+    """The objective on one batch, following the loss's ``inputs`` kind.
 
-    Both views go through the online network in one pass (batch-norm statistics are
-    shared by the views, as in SimCLR). ``target`` (an EMA copy) gives the keys of
-    two-tower losses and the targets of prediction losses.
+    ``batch`` is ``(views, labels, index)``: a tuple of V augmented views of the same
+    samples (two for two-tower and prediction objectives), their classes and their
+    dataset indices (fed to ``inputs="index"`` losses with per-sample state). All views
+    go through the online network in one pass (batch-norm statistics are shared by the
+    views, as in SimCLR). ``target`` (an EMA copy) gives the keys of two-tower losses and
+    the targets of prediction losses.
     """
-    targets = _target_projections(target, kind, x1, x2, None)
-    return _objective(model, loss_fn, kind, y, targets)(
-        *_online_encoder(forward or model, kind, target)(x1, x2)
+    views, y, index = batch
+    targets = _target_projections(target, kind, views, None)
+    return _objective(model, loss_fn, kind, y, index, targets)(
+        *_online_encoder(forward or model, kind, target)(*views)
     )
 
 
-def batch_backward(model, target, loss_fn, kind: str, x1, x2, y, chunk_size=None, forward=None):
+def batch_backward(model, target, loss_fn, kind: str, batch, chunk_size=None, forward=None):
     """Back-propagate the objective of one batch into ``.grad``; return the detached loss.
 
     ``forward`` runs the online model (default ``model`` itself; the training loop passes
@@ -234,39 +242,42 @@ def batch_backward(model, target, loss_fn, kind: str, x1, x2, y, chunk_size=None
     chunk rather than once per batch: the larger the chunk, the closer to the plain pass.
     """
     if chunk_size is None:
-        loss = batch_loss(model, target, loss_fn, kind, x1, x2, y, forward)
+        loss = batch_loss(model, target, loss_fn, kind, batch, forward)
         loss.backward()
         return loss.detach()
-    targets = _target_projections(target, kind, x1, x2, chunk_size)
+    views, y, index = batch
+    targets = _target_projections(target, kind, views, chunk_size)
     return cached_backward(
         _online_encoder(model, kind, target),
-        (x1, x2),
-        _objective(model, loss_fn, kind, y, targets),
+        views,
+        _objective(model, loss_fn, kind, y, index, targets),
         chunk_size,
         modules=model,
     )
 
 
 def _online_encoder(model, kind: str, target):
-    """``encode(x1, x2)``: the online projections of both views, in one pass (``model`` may
-    be a DistributedDataParallel replica of the online model)."""
+    """``encode(*views)``: the online projections of every view, in one pass (``model``
+    may be a DistributedDataParallel replica of the online model)."""
 
-    def encode(a, b):
-        _, z = model(torch.cat([a, b]))
-        z1, z2 = z.chunk(2)
+    def encode(*views):
+        _, z = model(torch.cat(views))
+        zs = z.chunk(len(views))
         if kind == "two_tower" and target is not None:
-            return (z1,)  # the keys come from the target network
-        return z1, z2
+            return zs[:1]  # the keys come from the target network
+        return zs
 
     return encode
 
 
 @torch.no_grad()
-def _target_projections(target, kind: str, x1, x2, chunk_size):
-    """The EMA target's projections: ``(t1, t2)`` for prediction objectives, ``(k2,)``
-    keys for two-tower ones, None without a target; ``chunk_size`` rows at a time."""
+def _target_projections(target, kind: str, views, chunk_size):
+    """The EMA target's projections of the two ``views``: ``(t1, t2)`` for prediction
+    objectives, ``(k2,)`` keys for two-tower ones, None without a target; ``chunk_size``
+    rows at a time."""
     if target is None or kind not in ("two_tower", "prediction"):
         return None
+    x1, x2 = views
     size = len(x1) if chunk_size is None else chunk_size
     parts = []
     for i in range(0, len(x1), size):
@@ -278,20 +289,23 @@ def _target_projections(target, kind: str, x1, x2, chunk_size):
     return tuple(torch.cat(p) for p in zip(*parts, strict=True))
 
 
-def _objective(model, loss_fn, kind: str, y, targets):
+def _objective(model, loss_fn, kind: str, y, index, targets):
     """``objective(*projections)`` -> the loss, for the projections of ``_online_encoder``."""
 
-    def objective(z1, z2=None):
+    def objective(*zs):
         if kind == "prediction":
+            z1, z2 = zs
             p1, p2 = model.predictor(z1), model.predictor(z2)
             # Without a target the loss stops the gradient on its second argument.
             t1, t2 = targets if targets is not None else (z1, z2)
             return 0.5 * (loss_fn(p1, t2) + loss_fn(p2, t1))
         if kind == "two_tower" and targets is not None:
-            (z2,) = targets
+            zs = (zs[0], *targets)
         if kind == "labels":
-            return loss_fn(z1, z2, labels=y)
-        return loss_fn(z1, z2)
+            return loss_fn(*zs, labels=y)
+        if kind == "index":
+            return loss_fn(*zs, index=index)
+        return loss_fn(*zs)
 
     return objective
 
@@ -321,10 +335,21 @@ def distributed_losses() -> list[str]:
     ]
 
 
-def _loss_params(cfg: TrainConfig, ctx: ddp.Context) -> dict:
-    """``cfg.loss.params``, with ``distributed=True`` on several processes (unless the
-    config sets it: ``distributed: false`` keeps each rank's negatives local)."""
+def _loss_params(cfg: TrainConfig, ctx: ddp.Context, data: ImageData | None = None) -> dict:
+    """``cfg.loss.params``, with the ``FILLED_PARAMS`` the loss takes (training-set size,
+    number of classes, projection dim) and ``distributed=True`` on several processes
+    (unless the config sets it: ``distributed: false`` keeps each rank's negatives local)."""
     params = dict(cfg.loss.params)
+    if data is not None:
+        known = loss_info(cfg.loss.name).parameters()
+        filled = {
+            "num_samples": len(data.train_y),
+            "num_classes": data.num_classes,
+            "dim": cfg.model.proj_dim,
+        }
+        for key in FILLED_PARAMS:
+            if key in known and params.get(key) is None:
+                params[key] = filled[key]
     if not ctx.active:
         return params
     if "distributed" not in loss_info(cfg.loss.name).parameters():
@@ -346,6 +371,15 @@ def input_kind(loss_fn: nn.Module, name: str) -> str:
             f"feed (it feeds {INPUT_KINDS}). Fix: pick another objective (contrastkit list)."
         )
     return kind
+
+
+def _check_views(views: int, kind: str, name: str) -> None:
+    if views != 2 and kind in ("two_tower", "prediction"):
+        raise ValueError(
+            f"train: `views` is {views} for {name!r}, whose inputs are {kind!r}: one query "
+            f"and one key (or prediction and target) view per sample. Fix: set views=2, or "
+            f"pick a multi-view objective (contrastkit list)."
+        )
 
 
 def _check_ema(momentum: float, kind: str, name: str) -> None:
