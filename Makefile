@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.contrastkit-installed
 
-.PHONY: install demo test lint format results clean
+.PHONY: install demo test lint format results results-seeds clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,11 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
-	# Peer libraries used as second references in tests/test_peers.py; --no-deps because
-	# their packages pull torchvision, and the tests load only their torch-only loss files.
-	$(PY) -m pip install --quiet --no-deps lightly==1.6.0 open_clip_torch==3.3.0
+	# Peer libraries used as second references (tests/test_peers.py, test_symile.py,
+	# test_groco.py); --no-deps because lightly and open_clip pull torchvision, and the tests
+	# load only their torch-only loss files (symile and diffsort need only torch and numpy).
+	$(PY) -m pip install --quiet --no-deps lightly==1.6.0 open_clip_torch==3.3.0 symile==0.1.0 \
+		diffsort==0.2.0
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -40,6 +42,10 @@ test: install lint
 
 results: install
 	$(PY) scripts/make_results.py
+
+# Each seed objective's behaviour claim: one section of docs/results.md per script.
+results-seeds: install
+	$(PY) scripts/seeds/run_all.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

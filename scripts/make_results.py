@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
 def kept_seed_sections(results: Path) -> str:
     """The per-objective sections that ``scripts/seeds/*.py`` wrote into ``results``:
     each is regenerated only by its own command, so a rewrite here keeps them."""
-    sys.path.insert(0, str(ROOT / "scripts" / "seeds"))
+    sys.path.append(str(ROOT / "scripts" / "seeds"))
     from _common import SEEDS_HEADING, seed_sections
 
     blocks = seed_sections(results.read_text()) if results.is_file() else ""

@@ -1,3 +1,4 @@
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -6,3 +7,26 @@ import torch
 # Tests import their loop references as a plain module.
 sys.path.insert(0, str(Path(__file__).parent))
 torch.set_num_threads(1)
+
+SEED_SCRIPTS = Path(__file__).resolve().parents[1] / "scripts" / "seeds"
+
+
+def load_seed_script(name: str):
+    """Import ``scripts/seeds/<name>.py`` by path, as module ``seed_<name>``."""
+    spec = importlib.util.spec_from_file_location(f"seed_{name}", SEED_SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_seed_script_with_result(name: str, tmp_path: Path) -> tuple[str, object]:
+    """Run ``scripts/seeds/<name>.py --smoke`` into ``tmp_path / "results.md"``: the file's
+    text and what the script's ``main`` returned."""
+    out = tmp_path / "results.md"
+    result = load_seed_script(name).main(["--smoke", "--out", str(out)])
+    return out.read_text(), result
+
+
+def run_seed_script(name: str, tmp_path: Path) -> str:
+    """The results file written by ``scripts/seeds/<name>.py --smoke`` (a smoke test's input)."""
+    return run_seed_script_with_result(name, tmp_path)[0]

@@ -148,7 +148,7 @@ def test_make_results_smoke(tmp_path):
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    sys.path.insert(0, str(ROOT / "scripts" / "seeds"))
+    sys.path.append(str(ROOT / "scripts" / "seeds"))
     from _common import write_section
 
     write_section("example", "### example: kept\n\n| a |\n|---|\n| 1 |", tmp_path / "results.md")

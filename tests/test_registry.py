@@ -59,6 +59,16 @@ def test_registry_holds_the_foundation_objectives():
     assert expected <= set(contrastkit.list_losses())
 
 
+def test_registry_holds_the_seed_objectives():
+    expected = {
+        "cacr", "mv_infonce", "mv_dhel", "symile", "supremix", "groco", "isogclr", "sogclr",
+        "simlap", "one_to_k", "spectral", "listwise_wasserstein", "m3col", "soft_supcon",
+    }  # fmt: skip
+    assert expected <= set(contrastkit.list_losses())
+    # The baselines the papers compare against are registered too.
+    assert {"pairwise_clip", "pairwise_infonce"} <= set(contrastkit.list_losses())
+
+
 @pytest.mark.parametrize("name", contrastkit.list_losses())
 def test_forward_backward_and_config_round_trip(name):
     loss = contrastkit.create_loss(name)

@@ -178,7 +178,13 @@ def test_warmup_then_cosine():
 
 @pytest.mark.parametrize(
     "name, kind",
-    [("infonce", "views"), ("supcon", "labels"), ("clip", "two_tower"), ("byol", "prediction")],
+    [
+        ("infonce", "views"),
+        ("supcon", "labels"),
+        ("isogclr", "index"),
+        ("clip", "two_tower"),
+        ("byol", "prediction"),
+    ],
 )
 def test_short_run_each_input_kind(tmp_path, name, kind):
     from contrastkit import loss_info

@@ -49,7 +49,9 @@ def contrast(
 
     ``anchors`` (N, D) and ``candidates`` (M, D) are already prepared for ``similarity``
     (normalised for cosine) and in the compute dtype; ``scale`` is 1 / temperature.
-    Anchors with several positives average their per-positive terms (SupCon's L_out).
+    Anchors with several positives average their per-positive terms (SupCon's L_out);
+    when ``pairs.weight`` holds soft positive weights a_ip in [0, 1], the average is
+    ``sum_p a_ip (.) / sum_p a_ip`` instead (SupCon with a soft mask, see ``core.pairs``).
     ``s`` may pass the similarity matrix when the caller already computed it;
     ``pairs_arg`` names the argument that defined the pairs, for error messages;
     ``all_reduce`` makes batch-wide statistics (DCLW's weights) span all processes.
@@ -58,7 +60,7 @@ def contrast(
     check_choice(positive_weighting, owner, "positive_weighting", POSITIVE_WEIGHTINGS)
     positive = pairs.positive
     check_has_positive(positive, owner, NO_POSITIVE_HINT, pairs_arg)
-    if negative_weighting != "uniform":
+    if negative_weighting in ("decoupled", "debiased"):
         check_has_negative(pairs.negative, owner, NO_NEGATIVE_HINT, pairs_arg)
     if s is None and similarity != "neg_sq_l2":
         z = pairwise(anchors * scale, candidates, similarity)  # scale folded into the product
@@ -73,15 +75,24 @@ def contrast(
         tau_plus=tau_plus,
         scale=scale,
     )
-    n_pos = positive.sum(1)
     w_z = z
     if positive_weighting == "vmf":
         # Detached, as in lightly's DCLWLoss: the weight rescales the positive's pull.
         w_z = vmf_weights(z.detach() / scale, positive, sigma, all_reduce) * z
-    pull = torch.where(positive, w_z, torch.zeros((), dtype=z.dtype)).sum(1) / n_pos
+    zero = torch.zeros((), dtype=z.dtype, device=z.device)
+    if pairs.weight is None:
+        n_pos = positive.sum(1)
+        pull = torch.where(positive, w_z, zero).sum(1) / n_pos
+    else:  # soft positives: weighted mean over the positives, normalised per anchor
+        soft = torch.where(positive, pairs.weight.to(z.dtype), zero)
+        n_pos = soft.sum(1)
+        w_z = soft * w_z
+        pull = torch.where(positive, w_z, zero).sum(1) / n_pos
     if log_d.shape[1] == 1:  # one denominator per anchor (uniform, decoupled)
         per_anchor = log_d[:, 0] - pull
     else:
-        push = torch.where(positive, log_d, torch.zeros((), dtype=z.dtype)).sum(1) / n_pos
+        if pairs.weight is not None:
+            log_d = soft * log_d
+        push = torch.where(positive, log_d, zero).sum(1) / n_pos
         per_anchor = push - pull
     return reduce(per_anchor, reduction, owner)

@@ -201,3 +201,76 @@ def check_has_negative(negative_mask, owner: str, hint: str, arg: str = "labels"
             "this objective needs at least one negative per anchor",
             hint,
         )
+
+
+def check_unit_scores(scores, shape: tuple[int, int], owner: str, arg: str = "scores"):
+    """A floating ``shape`` matrix of finite graded-positive scores in [0, 1]."""
+    check_tensor(scores, owner, arg)
+    if not torch.is_floating_point(scores):
+        _fail(
+            owner,
+            arg,
+            f"has dtype {scores.dtype}",
+            "scores must be floating point in [0, 1]",
+            f"pass {arg}.float() (for integer classes use labels= with sup_con)",
+            TypeError,
+        )
+    if tuple(scores.shape) != tuple(shape):
+        _fail(
+            owner,
+            arg,
+            f"has shape {tuple(scores.shape)}",
+            f"it must be {tuple(shape)}: one score per (anchor, candidate) sample pair",
+            "build an (N, N) matrix over the batch, e.g. with tree_similarity(labels)",
+        )
+    bad = ~(torch.isfinite(scores) & (scores >= 0) & (scores <= 1))
+    if bool(bad.any()):
+        rows = bad.any(dim=1).nonzero().flatten()
+        _fail(
+            owner,
+            arg,
+            f"has entries outside [0, 1] (or NaN) in rows [{_preview(rows)}]",
+            "scores are graded positive weights in [0, 1]",
+            f"rescale or clamp them, e.g. {arg}.clamp(0, 1)",
+        )
+    return scores
+
+
+def check_relevance(
+    relevance: torch.Tensor, shape, owner: str, *, shape_of: str, rule: str, fix: str
+) -> torch.Tensor:
+    """Graded relevance: a real tensor of ``shape``, finite, >= 0 (0 = irrelevant).
+
+    Returns it as float64. ``shape_of`` names what fixes the shape, ``rule`` / ``fix``
+    say what each entry grades and how to build the tensor (for the shape error).
+    """
+    if relevance.dtype.is_complex:
+        _fail(
+            owner,
+            "relevance",
+            f"has dtype {relevance.dtype}",
+            "relevance grades must be real numbers (binary or graded)",
+            "pass relevance.real or a float tensor",
+            TypeError,
+        )
+    if tuple(relevance.shape) != tuple(shape):
+        got = f"has shape {tuple(relevance.shape)} but {shape_of} is {tuple(shape)}"
+        _fail(owner, "relevance", got, rule, fix)
+    rel = relevance.to(torch.float64)
+    if not bool(torch.isfinite(rel).all()):
+        _fail(
+            owner,
+            "relevance",
+            "contains NaN or inf",
+            "relevance grades must be finite",
+            "use 0 for unjudged or irrelevant items",
+        )
+    if bool((rel < 0).any()):
+        _fail(
+            owner,
+            "relevance",
+            f"has negative entries (minimum {float(rel.min())})",
+            "relevance grades must be >= 0 (0 = irrelevant)",
+            "shift or clip the grades, e.g. relevance.clamp_min(0)",
+        )
+    return rel

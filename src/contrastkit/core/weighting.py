@@ -9,6 +9,12 @@ and differ only in the denominator ``D`` (negative weighting) and the weight ``w
 
 * ``uniform``   D_i  = sum over all valid candidates a of exp(z_ia) (SimCLR, SupCon L_out);
 * ``decoupled`` D_i  = sum over negatives n of exp(z_in) (Yeh et al., DCL);
+* ``own_positive`` D_ip = exp(z_ip) + sum over negatives n of exp(z_in): each positive is
+  contrasted with the negatives only, the anchor's other positives left out of its
+  denominator. This is SimLAP's ``multipos_ce_loss`` (Wu et al., arXiv 2410.18200;
+  erow/FastSSL ``model/simlap.py``) and pytorch-metric-learning's multi-positive
+  NT-Xent; with one positive per anchor it equals ``uniform``. An anchor without
+  negatives gets ``l_ip = 0`` (no error: the term is well defined);
 * ``debiased``  D_ip = exp(z_ip) + max((M R_i - tau_plus M exp(z_ip)) / (1 - tau_plus),
                                        M exp(-1 / temperature)),
   with M negatives and R_i = sum exp((1 + beta) z_in) / sum exp(beta z_in) their
@@ -16,6 +22,11 @@ and differ only in the denominator ``D`` (negative weighting) and the weight ``w
   al.'s hard-negative HCL (2021); tau_plus = beta = 0 reduces to ``uniform`` for one positive.
 * positive weight ``vmf``: w_ip = 2 - exp(s_ip / sigma) / mean over positive pairs of
   exp(s / sigma) (DCLW), on the raw similarity s; ``uniform``: w = 1.
+
+Soft / graded positives (``Pairs.weight``, see ``core.pairs``) are a separate, per-pair
+average: anchor i's loss is ``sum_p a_ip l_ip / sum_p a_ip`` with ``a_ip`` in [0, 1]
+(SupCon L_out with a soft mask, as SPACE-2 uses it), instead of the plain mean over its
+positives; they combine with any of the denominators and positive weights above.
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ import torch
 
 from contrastkit.core.logits import masked_logsumexp
 
-NEGATIVE_WEIGHTINGS = ("uniform", "decoupled", "debiased")
+NEGATIVE_WEIGHTINGS = ("uniform", "decoupled", "debiased", "own_positive")
 POSITIVE_WEIGHTINGS = ("uniform", "vmf")
 
 
@@ -40,12 +51,15 @@ def log_denominator(
     tau_plus: float = 0.0,
     scale=1.0,
 ) -> torch.Tensor:
-    """``log D`` broadcastable to ``(N, M)``: per row for uniform/decoupled, per pair else."""
+    """``log D`` broadcastable to ``(N, M)``: per row for uniform/decoupled, per pair else
+    (debiased, own_positive)."""
     if weighting == "uniform":
         return masked_logsumexp(z, valid, keepdim=True)
     negative = valid & ~positive
     if weighting == "decoupled":
         return masked_logsumexp(z, negative, keepdim=True)
+    if weighting == "own_positive":
+        return torch.logaddexp(z, masked_logsumexp(z, negative, keepdim=True))
     return _debiased_log_denominator(z, negative, beta, tau_plus, scale)
 
 

@@ -6,8 +6,21 @@
 - ``isotropy``: the partition-function ratio of Mu & Viswanath (ICLR 2018).
 - ``tolerance``: Wang & Liu (CVPR 2021).
 - ``summarize``: all of them in one dict.
+- ``categorical``: Markov categorical quantities of a softmax head (Zhang, arXiv 2507.19247):
+  ``categorical_entropy``, ``information_surplus``, ``pullback_fisher_metric``,
+  ``fisher_rank``, ``spectral_alignment`` and helpers.
 """
 
+from contrastkit.diagnostics.categorical import (
+    categorical_entropy,
+    fisher_rank,
+    information_surplus,
+    markov_conditional_entropy,
+    predictive_kernel,
+    pullback_fisher_metric,
+    spectral_alignment,
+    stationary_distribution,
+)
 from contrastkit.diagnostics.geometry import (
     alignment,
     effective_rank,
@@ -21,10 +34,18 @@ from contrastkit.diagnostics.geometry import (
 
 __all__ = [
     "alignment",
+    "categorical_entropy",
     "effective_rank",
+    "fisher_rank",
+    "information_surplus",
     "isotropy",
+    "markov_conditional_entropy",
     "mean_pairwise_cosine",
+    "predictive_kernel",
+    "pullback_fisher_metric",
     "similarity_gap",
+    "spectral_alignment",
+    "stationary_distribution",
     "summarize",
     "tolerance",
     "uniformity",

@@ -12,6 +12,7 @@ floats. scikit-learn is imported only inside the functions that use it.
 from contrastkit.evaluation.clustering import clustering_scores
 from contrastkit.evaluation.knn import knn_accuracy
 from contrastkit.evaluation.linear import linear_probe, linear_probe_regression
+from contrastkit.evaluation.rank_variance import mean_rank_variance
 from contrastkit.evaluation.retrieval import retrieval_from_embeddings, retrieval_metrics
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "knn_accuracy",
     "linear_probe",
     "linear_probe_regression",
+    "mean_rank_variance",
     "retrieval_from_embeddings",
     "retrieval_metrics",
 ]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from contrastkit.core.validation import _fail, check_feature_dim
+from contrastkit.core.validation import _fail, check_feature_dim, check_relevance
 from contrastkit.diagnostics._inputs import (
     as_embeddings,
     as_tensor,
@@ -48,42 +48,14 @@ def _check_ks(ks, owner: str) -> tuple[int, ...]:
 
 
 def _check_relevance(relevance, shape: tuple[int, int], owner: str, shape_of: str):
-    rel = as_tensor(relevance, owner, "relevance")
-    if rel.dtype.is_complex:
-        _fail(
-            owner,
-            "relevance",
-            f"has dtype {rel.dtype}",
-            "relevance must be real (binary or graded)",
-            "pass relevance.real or a float tensor",
-            TypeError,
-        )
-    if tuple(rel.shape) != shape:
-        _fail(
-            owner,
-            "relevance",
-            f"has shape {tuple(rel.shape)} but {shape_of} is {shape}",
-            "relevance[q, c] must grade candidate c for query q, one entry per score",
-            "pass a dense (Q, C) relevance matrix matching the scores",
-        )
-    rel = rel.to(torch.float64)
-    if not bool(torch.isfinite(rel).all()):
-        _fail(
-            owner,
-            "relevance",
-            "contains NaN or inf",
-            "relevance grades must be finite",
-            "use 0 for unjudged or irrelevant items",
-        )
-    if bool((rel < 0).any()):
-        _fail(
-            owner,
-            "relevance",
-            f"has negative entries (minimum {float(rel.min())})",
-            "relevance grades must be >= 0 (0 = irrelevant)",
-            "clip negative grades to 0, e.g. relevance.clamp_min(0)",
-        )
-    return rel
+    return check_relevance(
+        as_tensor(relevance, owner, "relevance"),
+        shape,
+        owner,
+        shape_of=shape_of,
+        rule="relevance[q, c] must grade candidate c for query q, one entry per score",
+        fix="pass a dense (Q, C) relevance matrix matching the scores",
+    )
 
 
 def _metrics(scores: torch.Tensor, rel: torch.Tensor, ks: tuple[int, ...], owner: str):

@@ -7,11 +7,12 @@ import inspect
 from collections.abc import Callable
 from typing import ClassVar
 
+import torch
 from torch import nn
 
 from contrastkit.core.similarity import SIMILARITIES
 from contrastkit.core.temperature import LogitScale
-from contrastkit.core.validation import check_choice, check_reduction, check_temperature
+from contrastkit.core.validation import _fail, check_choice, check_reduction, check_temperature
 
 
 class ContrastiveLoss(nn.Module):
@@ -73,3 +74,33 @@ class ContrastiveLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+
+
+class SeededDraws:
+    """Mixin for modules whose objective draws random numbers (negatives, mixup ratios).
+
+    ``_init_generator(seed)``: an int seeds the module's own ``torch.Generator``, so two
+    modules built from one config draw the same, and torch's global generator is left
+    alone; its position is saved in ``state_dict`` (extra state), so a restored checkpoint
+    draws next what the original would have. ``seed=None`` uses the global generator.
+    """
+
+    def _init_generator(self, seed) -> None:
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            _fail(
+                type(self).__name__,
+                "seed",
+                f"is {seed!r}",
+                "it must be an int or None",
+                "pass seed=0 (or seed=None for torch's global generator)",
+                TypeError,
+            )
+        self.seed = seed
+        self.generator = None if seed is None else torch.Generator().manual_seed(seed)
+
+    def get_extra_state(self):
+        return {} if self.generator is None else {"generator": self.generator.get_state()}
+
+    def set_extra_state(self, state):
+        if self.generator is not None and state and "generator" in state:
+            self.generator.set_state(state["generator"])

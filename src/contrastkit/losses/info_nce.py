@@ -62,12 +62,14 @@ def _multi_view(
     similarity="cosine",
     reduction="mean",
     hardest=None,
+    stop_grad=False,
     tile_size=None,
     distributed=False,
     **weighting,
 ):
     """Shared body of the multi-view presets. ``hardest(M) -> k`` keeps only the k most
     similar of each anchor's M negatives (Wang & Liu's hard contrastive loss);
+    ``stop_grad`` detaches the candidate side, so gradients reach only the anchor rows;
     ``tile_size`` selects the tiled engine (see ``engine.tiled.resolve_tile``);
     ``distributed`` contrasts this rank's rows with all ranks' (``engine.distributed``)."""
     flat, n, v = stack_views(views, owner, min_views=1 if labels is not None else 2)
@@ -86,6 +88,8 @@ def _multi_view(
     if negatives is not None:
         extra = prepared(negatives, similarity, owner, "negatives", dtype)
         candidates = torch.cat([candidates, extra], 0)
+    if stop_grad:
+        candidates = candidates.detach()
     candidate_keys = _with_negative_keys(candidate_keys, extra)
     scale = as_scale(temperature, owner)
     unsupported = _untileable(similarity, hardest, weighting)
@@ -137,6 +141,18 @@ def _untileable(similarity, hardest, weighting) -> str:
     return ""
 
 
+def _check_hardest_negatives(k, owner: str):
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        _fail(
+            owner,
+            "hardest_negatives",
+            f"is {k!r}",
+            "it must be None (all negatives) or an int >= 1",
+            "pass e.g. hardest_negatives=10",
+        )
+    return k
+
+
 def _with_negative_keys(keys: torch.Tensor, extra) -> torch.Tensor:
     """Candidate keys: the anchors' keys, then a key no anchor has for extra negatives."""
     if extra is None:
@@ -159,6 +175,8 @@ def info_nce(
     reduction="mean",
     tile_size=None,
     distributed=False,
+    hardest_negatives=None,
+    stop_grad=False,
 ):
     """NT-Xent / InfoNCE over V >= 2 views (Chen et al. 2020, SimCLR; Oord et al. 2018).
 
@@ -188,7 +206,17 @@ def info_nce(
     ``(N,)`` integers turn it into SupCon; ``negatives`` ``(M, D)`` are extra negatives for
     every anchor. Returns a 0-d tensor, or ``(V * N,)`` per-anchor values (view-major) with
     ``reduction="none"``. Half-precision inputs are computed and returned in float32.
+
+    ``hardest_negatives=k`` keeps in each anchor's denominator its positives and only its
+    k most similar negatives (chosen on detached similarities; all of them when fewer);
+    ``stop_grad=True`` detaches every candidate (positives and negatives), so only the
+    anchor side of each similarity receives a gradient. Together they are the "fair
+    baseline" of GroCo (Shvetsova et al., ICCV 2023; ninatu/learning_by_sorting
+    ``losses/nt_xent.py`` with ``configs/baselines/simclr_2views_top10neg_stop_grad.yaml``:
+    ``temperature=0.5, topk_neg=10, stop_grad=True``), which there detaches the whole
+    candidate matrix ``z_all`` and takes the top-k of the 2N - 2 negatives of both views.
     """
+    _check_hardest_negatives(hardest_negatives, "info_nce")
     return _multi_view(
         views,
         owner="info_nce",
@@ -202,6 +230,8 @@ def info_nce(
         beta=beta,
         tau_plus=tau_plus,
         sigma=sigma,
+        hardest=None if hardest_negatives is None else (lambda _m: hardest_negatives),
+        stop_grad=bool(stop_grad),
         tile_size=tile_size,
         distributed=distributed,
     )
@@ -581,7 +611,9 @@ def moco(
     paper="Chen et al. 2020, A Simple Framework for Contrastive Learning (SimCLR)",
 )
 class InfoNCE(ContrastiveLoss):
-    """Module form of :func:`info_nce` (NT-Xent). See that function for the formula."""
+    """Module form of :func:`info_nce` (NT-Xent). See that function for the formula;
+    ``InfoNCE(temperature=0.5, hardest_negatives=10, stop_grad=True)`` is GroCo's fair
+    baseline (NT-Xent with the top-10 negatives and a stop-gradient on the candidates)."""
 
     function = staticmethod(info_nce)
 
@@ -593,11 +625,15 @@ class InfoNCE(ContrastiveLoss):
         reduction="mean",
         tile_size=None,
         distributed=False,
+        hardest_negatives=None,
+        stop_grad=False,
     ):
         super().__init__()
         self._init_contrastive(temperature, reduction, similarity, learnable)
         self.distributed = bool(distributed)
         self.tile_size = tile_size
+        self.hardest_negatives = _check_hardest_negatives(hardest_negatives, "InfoNCE")
+        self.stop_grad = bool(stop_grad)
 
 
 @register_loss(
