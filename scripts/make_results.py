@@ -305,7 +305,10 @@ def render(board: dict, sweep_run: dict, command: list[str], out: Path) -> str:
         )
     if board.get("skipped"):
         skipped = "; ".join(f"{k} ({v})" for k, v in board["skipped"].items())
-        lines.append(f"- Skipped: {skipped}.")
+        lines.append(
+            f"- Not in this table: {skipped}. Each has its own comparison in the seed "
+            "objectives' sections below."
+        )
     lines += [
         "",
         leaderboard_markdown(rows).rstrip(),

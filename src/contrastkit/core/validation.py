@@ -133,6 +133,20 @@ def check_temperature(value, owner: str) -> float:
     return check_positive_number(value, owner, "temperature", "pass e.g. temperature=0.1")
 
 
+def check_flag(value, owner: str, arg: str) -> bool:
+    """A Python bool (``True`` or ``False``; not 0/1, None or a tensor)."""
+    if not isinstance(value, bool):
+        _fail(
+            owner,
+            arg,
+            f"is {value!r}",
+            "it must be True or False",
+            f"pass {arg}=True or {arg}=False",
+            TypeError,
+        )
+    return value
+
+
 def check_in_range(value, owner: str, arg: str, low: float, high: float, fix: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         _fail(owner, arg, f"is a {type(value).__name__}", "it must be a number", fix, TypeError)

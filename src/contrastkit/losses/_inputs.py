@@ -43,6 +43,29 @@ def stack_views(views, owner: str, min_views: int = 2) -> tuple[torch.Tensor, in
     return flat, n, v
 
 
+def check_grouped(
+    single, grouped, owner: str, names: tuple[str, str], letters: tuple[str, str], fix: str
+) -> tuple[int, int]:
+    """``single`` ``(B, D)`` and ``grouped`` ``(B, G, D)`` (G rows per row of ``single``):
+    both finite floating tensors of those ranks with the same B. Returns ``(B, G)``.
+
+    ``names`` are the two arguments, ``letters`` the caller's letters for B and G (as its
+    docstring writes the shapes), ``fix`` the advice for a mismatched B. The feature
+    dimensions are not compared here (``check_feature_dim``)."""
+    check_embeddings(single, owner, names[0], ndim=(2,))
+    check_embeddings(grouped, owner, names[1], ndim=(3,))
+    if grouped.shape[0] != single.shape[0]:
+        b, g = letters
+        _fail(
+            owner,
+            names[1],
+            f"has shape {tuple(grouped.shape)} but `{names[0]}` has {tuple(single.shape)}",
+            f"{names[1]} must be ({b}, {g}, D) with the same {b} as {names[0]} ({b}, D)",
+            fix,
+        )
+    return grouped.shape[0], grouped.shape[1]
+
+
 def prepared(x: torch.Tensor, similarity: str, owner: str, arg: str, dtype) -> torch.Tensor:
     return prepare(x.to(dtype), similarity, owner, arg)
 

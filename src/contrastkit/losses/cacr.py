@@ -17,7 +17,7 @@ from contrastkit.core.logits import masked_logsumexp
 from contrastkit.core.pairs import not_self
 from contrastkit.core.reduction import reduce
 from contrastkit.core.similarity import pairwise
-from contrastkit.core.validation import _fail, check_in_range, check_reduction
+from contrastkit.core.validation import _fail, check_flag, check_in_range, check_reduction
 from contrastkit.losses._inputs import prepared, stack_views, working_dtype
 from contrastkit.losses.base import ContrastiveLoss
 from contrastkit.registry import register_loss
@@ -30,19 +30,25 @@ def _weighted_cost(logits: torch.Tensor, cost: torch.Tensor, mask: torch.Tensor,
     return torch.where(mask, log_w.exp() * cost, zero).sum(dim)
 
 
-def _check_flag(value, owner: str, arg: str) -> bool:
-    if not isinstance(value, bool):
-        _fail(
-            owner, arg, f"is {value!r}", "it must be True or False", f"pass {arg}=True", TypeError
-        )
-    return value
-
-
 def _check_nonnegative(value, owner: str, arg: str) -> float:
     value = check_in_range(value, owner, arg, 0.0, math.inf, f"pass e.g. {arg}=1.0")
     if not math.isfinite(value):
         _fail(owner, arg, f"is {value}", "it must be a finite number >= 0", f"pass e.g. {arg}=1.0")
     return value
+
+
+def _check_options(owner, alpha, beta, tau_plus, tau_minus, debiased, class_prior, detach):
+    """The checked hyperparameters of :func:`cacr` / :class:`CACR`, in signature order
+    (``detach`` is ``detach_weights``)."""
+    return (
+        _check_nonnegative(alpha, owner, "alpha"),
+        _check_nonnegative(beta, owner, "beta"),
+        _check_nonnegative(tau_plus, owner, "tau_plus"),
+        _check_nonnegative(tau_minus, owner, "tau_minus"),
+        check_flag(debiased, owner, "debiased"),
+        check_in_range(class_prior, owner, "class_prior", 0.0, 0.999, "pass e.g. class_prior=0.1"),
+        check_flag(detach, owner, "detach_weights"),
+    )
 
 
 def cacr(
@@ -109,14 +115,8 @@ def cacr(
     """
     owner = "cacr"
     flat, n, v = stack_views(views, owner, min_views=2)
-    alpha = _check_nonnegative(alpha, owner, "alpha")
-    beta = _check_nonnegative(beta, owner, "beta")
-    tau_plus = _check_nonnegative(tau_plus, owner, "tau_plus")
-    tau_minus = _check_nonnegative(tau_minus, owner, "tau_minus")
-    debiased = _check_flag(debiased, owner, "debiased")
-    detach_weights = _check_flag(detach_weights, owner, "detach_weights")
-    class_prior = check_in_range(
-        class_prior, owner, "class_prior", 0.0, 0.999, "pass e.g. class_prior=0.1"
+    alpha, beta, tau_plus, tau_minus, debiased, class_prior, detach_weights = _check_options(
+        owner, alpha, beta, tau_plus, tau_minus, debiased, class_prior, detach_weights
     )
     check_reduction(reduction, owner)
     z = prepared(flat, "cosine", owner, "embeddings", working_dtype(flat))
@@ -163,14 +163,15 @@ class CACR(ContrastiveLoss):
         reduction="mean",
     ):
         super().__init__()
-        owner = "CACR"
-        self.alpha = _check_nonnegative(alpha, owner, "alpha")
-        self.beta = _check_nonnegative(beta, owner, "beta")
-        self.tau_plus = _check_nonnegative(tau_plus, owner, "tau_plus")
-        self.tau_minus = _check_nonnegative(tau_minus, owner, "tau_minus")
-        self.debiased = _check_flag(debiased, owner, "debiased")
-        self.class_prior = check_in_range(
-            class_prior, owner, "class_prior", 0.0, 0.999, "pass e.g. class_prior=0.1"
+        (
+            self.alpha,
+            self.beta,
+            self.tau_plus,
+            self.tau_minus,
+            self.debiased,
+            self.class_prior,
+            self.detach_weights,
+        ) = _check_options(
+            "CACR", alpha, beta, tau_plus, tau_minus, debiased, class_prior, detach_weights
         )
-        self.detach_weights = _check_flag(detach_weights, owner, "detach_weights")
         self._init_reduction(reduction)

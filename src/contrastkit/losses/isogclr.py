@@ -204,6 +204,14 @@ def _seen(seen, n, owner, device):
     return seen.to(device=device, dtype=torch.bool)
 
 
+def _check_gamma(gamma, owner) -> float:
+    """The moving-average weight: a number in (0, 1]."""
+    gamma = check_in_range(gamma, owner, "gamma", 0.0, 1.0, "pass e.g. gamma=0.8")
+    if gamma == 0.0:
+        _fail(owner, "gamma", "is 0.0", "it must lie in (0, 1]", "pass e.g. gamma=0.8")
+    return gamma
+
+
 def check_index(index, n: int, num_samples: int, owner: str) -> torch.Tensor:
     """Dataset indices of the batch: a 1-D integer tensor of n distinct values in
     ``[0, num_samples)``."""
@@ -257,13 +265,25 @@ def check_index(index, n: int, num_samples: int, owner: str) -> torch.Tensor:
 # ---------------------------------------------------------------------------- core
 
 
-def _global_step(views, *, temperature, log_s, seen, gamma, similarity, variant, owner) -> _Step:
-    """One step of the moving-average estimator shared by SogCLR and iSogCLR."""
+def _pairs(x, n, similarity):
+    """The similarities of the 2N view-major rows ``x`` (with grad), each row's positive
+    similarity ``sim(a, pos(a))`` (2N,) and the mask of its negatives ``S_a`` (2N, 2N)."""
+    rows = 2 * n
+    sims = pairwise(x, x, similarity)  # (2N, 2N)
+    ar = torch.arange(rows, device=x.device)
+    pos_col = (ar + n) % rows
+    negative = torch.ones(rows, rows, dtype=torch.bool, device=x.device)
+    negative[ar, ar] = False
+    negative[ar, pos_col] = False
+    return sims, sims[ar, pos_col], negative
+
+
+def _global_step(owner, views, temperature, log_s, seen, gamma, similarity, variant) -> _Step:
+    """One step of the moving-average estimator shared by SogCLR and iSogCLR (the
+    arguments as :func:`isogclr`'s, ``owner`` naming the caller in errors)."""
     check_choice(similarity, owner, "similarity", SIMILARITIES)
     check_choice(variant, owner, "variant", VARIANTS)
-    gamma = check_in_range(gamma, owner, "gamma", 0.0, 1.0, "pass e.g. gamma=0.8")
-    if gamma == 0.0:
-        _fail(owner, "gamma", "is 0.0", "it must lie in (0, 1]", "pass e.g. gamma=0.8")
+    gamma = _check_gamma(gamma, owner)
     flat, n = _two_views(views, owner)
     dtype = working_dtype(flat)
     x = prepared(flat, similarity, owner, "embeddings", dtype)
@@ -282,15 +302,8 @@ def _global_step(views, *, temperature, log_s, seen, gamma, similarity, variant,
             )
         log_s = torch.zeros(n, dtype=dtype, device=device)
 
-    rows = 2 * n
-    sims = pairwise(x, x, similarity)  # (2N, 2N), with grad
-    ar = torch.arange(rows, device=device)
-    pos_col = (ar + n) % rows
-    pos = sims[ar, pos_col]  # (2N,)
-    negative = torch.ones(rows, rows, dtype=torch.bool, device=device)
-    negative[ar, ar] = False
-    negative[ar, pos_col] = False
-    count = rows - 2  # |S_a|
+    sims, pos, negative = _pairs(x, n, similarity)  # (2N, 2N), (2N,), with grad
+    count = 2 * n - 2  # |S_a|
     tau_a = tau.repeat(2)  # both views of sample i use tau_i
     h = sims - pos[:, None] if variant == "paper" else sims  # the exponent's similarity
     with torch.no_grad():
@@ -338,16 +351,7 @@ def isogclr(
     inputs are computed and returned in float32.
     """
     check_reduction(reduction, "isogclr")
-    step = _global_step(
-        views,
-        temperature=temperature,
-        log_s=log_s,
-        seen=seen,
-        gamma=gamma,
-        similarity=similarity,
-        variant=variant,
-        owner="isogclr",
-    )
+    step = _global_step("isogclr", views, temperature, log_s, seen, gamma, similarity, variant)
     return reduce(step.surrogate, reduction, "isogclr")
 
 
@@ -377,16 +381,7 @@ def isogclr_update(
     """
     owner = "isogclr_update"
     _check_isogclr_hyper(owner, rho, eta, beta_u, tau_min, tau_max, tau_grad_clip)
-    step = _global_step(
-        views,
-        temperature=temperature,
-        log_s=log_s,
-        seen=seen,
-        gamma=gamma,
-        similarity=similarity,
-        variant=variant,
-        owner=owner,
-    )
+    step = _global_step(owner, views, temperature, log_s, seen, gamma, similarity, variant)
     n = step.log_s.shape[0]
     dtype, device = step.log_s.dtype, step.log_s.device
     tau = _per_sample(temperature, n, owner, "temperature", dtype, device, positive=True)
@@ -425,16 +420,7 @@ def sogclr(
     """
     check_temperature(temperature, "sogclr")
     check_reduction(reduction, "sogclr")
-    step = _global_step(
-        views,
-        temperature=temperature,
-        log_s=log_s,
-        seen=seen,
-        gamma=gamma,
-        similarity=similarity,
-        variant=variant,
-        owner="sogclr",
-    )
+    step = _global_step("sogclr", views, temperature, log_s, seen, gamma, similarity, variant)
     return reduce(step.surrogate, reduction, "sogclr")
 
 
@@ -443,17 +429,9 @@ def sogclr_update(
     *views, log_s=None, seen=None, temperature=0.1, gamma=0.9, similarity="cosine", variant="paper"
 ) -> torch.Tensor:
     """The new ``log s`` (``(N,)``) of the batch's samples after one SogCLR step."""
-    check_temperature(temperature, "sogclr_update")
-    return _global_step(
-        views,
-        temperature=temperature,
-        log_s=log_s,
-        seen=seen,
-        gamma=gamma,
-        similarity=similarity,
-        variant=variant,
-        owner="sogclr_update",
-    ).log_s
+    owner = "sogclr_update"
+    check_temperature(temperature, owner)
+    return _global_step(owner, views, temperature, log_s, seen, gamma, similarity, variant).log_s
 
 
 def global_contrastive_objective(
@@ -475,16 +453,10 @@ def global_contrastive_objective(
     dtype = working_dtype(flat)
     x = prepared(flat, similarity, owner, "embeddings", dtype)
     tau = _per_sample(temperature, n, owner, "temperature", dtype, x.device, positive=True)
-    rows = 2 * n
-    sims = pairwise(x, x, similarity)
-    ar = torch.arange(rows, device=x.device)
-    pos_col = (ar + n) % rows
-    negative = torch.ones(rows, rows, dtype=torch.bool, device=x.device)
-    negative[ar, ar] = False
-    negative[ar, pos_col] = False
+    sims, pos, negative = _pairs(x, n, similarity)
     tau_a = tau.repeat(2)
-    h = sims - sims[ar, pos_col][:, None]
-    log_g = masked_logsumexp(h / tau_a[:, None], negative, dim=1) - math.log(rows - 2)
+    h = sims - pos[:, None]
+    log_g = masked_logsumexp(h / tau_a[:, None], negative, dim=1) - math.log(2 * n - 2)
     return reduce(tau_a * (log_g + rho), reduction, owner)
 
 
@@ -526,9 +498,7 @@ class _GlobalContrastive(ContrastiveLoss):
                 "pass num_samples=len(train_set)",
             )
         self.num_samples = num_samples
-        self.gamma = check_in_range(gamma, owner, "gamma", 0.0, 1.0, "pass e.g. gamma=0.8")
-        if self.gamma == 0.0:
-            _fail(owner, "gamma", "is 0.0", "it must lie in (0, 1]", "pass e.g. gamma=0.8")
+        self.gamma = _check_gamma(gamma, owner)
         self.similarity = check_choice(similarity, owner, "similarity", SIMILARITIES)
         self.variant = check_choice(variant, owner, "variant", VARIANTS)
         self._init_reduction(reduction)
@@ -546,6 +516,25 @@ class _GlobalContrastive(ContrastiveLoss):
         flat, n = _two_views(views, owner)
         idx = check_index(index, n, self.num_samples, owner)
         return idx.to(self.log_s.device)
+
+    def _step(self, views, idx, temperature) -> _Step:
+        """One step on the stored state of the samples ``idx``; in training mode the new
+        ``log_s`` and ``seen`` are written back (under no_grad)."""
+        step = _global_step(
+            type(self).__name__,
+            views,
+            temperature,
+            self.log_s[idx],
+            self.seen[idx],
+            self.gamma,
+            self.similarity,
+            self.variant,
+        )
+        if self.training:
+            with torch.no_grad():
+                self.log_s[idx] = step.log_s.to(self.log_s.dtype)
+                self.seen[idx] = True
+        return step
 
 
 @register_loss(
@@ -576,21 +565,7 @@ class SogCLR(_GlobalContrastive):
         self._init_common(num_samples, gamma, similarity, variant, reduction)
 
     def forward(self, *views, index=None):
-        idx = self._batch_index(views, index)
-        step = _global_step(
-            views,
-            temperature=self.temperature,
-            log_s=self.log_s[idx],
-            seen=self.seen[idx],
-            gamma=self.gamma,
-            similarity=self.similarity,
-            variant=self.variant,
-            owner="SogCLR",
-        )
-        if self.training:
-            with torch.no_grad():
-                self.log_s[idx] = step.log_s.to(self.log_s.dtype)
-                self.seen[idx] = True
+        step = self._step(views, self._batch_index(views, index), self.temperature)
         return reduce(step.surrogate, self.reduction, "SogCLR")
 
     @torch.no_grad()
@@ -662,16 +637,7 @@ class ISogCLR(_GlobalContrastive):
     def forward(self, *views, index=None):
         idx = self._batch_index(views, index)
         tau = self.tau[idx]
-        step = _global_step(
-            views,
-            temperature=tau,
-            log_s=self.log_s[idx],
-            seen=self.seen[idx],
-            gamma=self.gamma,
-            similarity=self.similarity,
-            variant=self.variant,
-            owner="ISogCLR",
-        )
+        step = self._step(views, idx, tau)  # writes log_s and seen in training mode
         if self.training:
             with torch.no_grad():
                 dtype = step.tau_grad.dtype
@@ -686,8 +652,6 @@ class ISogCLR(_GlobalContrastive):
                     self.tau_max,
                     self.tau_grad_clip,
                 )
-                self.log_s[idx] = step.log_s.to(self.log_s.dtype)
-                self.seen[idx] = True
                 self.u[idx] = u.to(self.u.dtype)
                 self.tau[idx] = new_tau.to(self.tau.dtype)
         return reduce(step.surrogate, self.reduction, "ISogCLR")

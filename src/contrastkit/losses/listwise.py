@@ -51,13 +51,12 @@ from contrastkit.core.validation import (
     _fail,
     check_batch_size,
     check_choice,
-    check_embeddings,
     check_feature_dim,
     check_reduction,
     check_relevance,
     check_tensor,
 )
-from contrastkit.losses._inputs import prepared, working_dtype
+from contrastkit.losses._inputs import check_grouped, prepared, working_dtype
 from contrastkit.losses.base import ContrastiveLoss
 from contrastkit.registry import register_loss
 
@@ -169,17 +168,8 @@ def listwise_wasserstein(
     owner = "listwise_wasserstein"
     check_choice(variant, owner, "variant", VARIANTS)
     check_reduction(reduction, owner)
-    check_embeddings(queries, owner, "queries", ndim=(2,))
-    check_embeddings(docs, owner, "docs", ndim=(3,))
-    b, g, _ = docs.shape
-    if docs.shape[0] != queries.shape[0]:
-        _fail(
-            owner,
-            "docs",
-            f"has shape {tuple(docs.shape)} but `queries` has {tuple(queries.shape)}",
-            "docs must be (B, G, D) with the same B as queries (B, D)",
-            "stack the G passages of query i in docs[i]",
-        )
+    fix = "stack the G passages of query i in docs[i]"
+    b, g = check_grouped(queries, docs, owner, ("queries", "docs"), ("B", "G"), fix)
     check_feature_dim(queries, docs, owner, ("queries", "docs"))
     _check_relevance(relevance, (b, g), owner)
     if variant == "official_code":

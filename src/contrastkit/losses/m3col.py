@@ -16,6 +16,7 @@ from contrastkit.core.validation import (
     check_batch_size,
     check_choice,
     check_embeddings,
+    check_flag,
     check_in_range,
     check_positive_number,
     check_same_shape,
@@ -71,14 +72,6 @@ def mixup_targets(draw: MixDraw, variant: str = "paper") -> torch.Tensor:
         return p
     p = torch.diag(lam)
     return p.index_put((rows, draw.perm), 1 - lam, accumulate=True)
-
-
-def check_bool(value, owner: str, arg: str) -> bool:
-    if not isinstance(value, bool):
-        _fail(
-            owner, arg, f"is {value!r}", "it must be a bool", f"pass {arg}=True or False", TypeError
-        )
-    return value
 
 
 def _soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -205,7 +198,7 @@ def m3col(
     check_same_shape(a, b, owner, ("a", "b"))
     n = a.shape[0]
     check_batch_size(n, owner, "a")
-    bidirectional = check_bool(bidirectional, owner, "bidirectional")
+    bidirectional = check_flag(bidirectional, owner, "bidirectional")
     dtype = working_dtype(a, b)
     za = prepare(a.to(dtype), "cosine", owner, "a")
     zb = prepare(b.to(dtype), "cosine", owner, "b")
@@ -286,7 +279,7 @@ class M3CoL(SeededDraws, ContrastiveLoss):
         )
         self.beta = check_positive_number(beta, owner, "beta", "pass e.g. beta=0.15")
         self.s_thresh = check_in_range(s_thresh, owner, "s_thresh", 0.0, 1.0, "pass e.g. 0.5")
-        self.bidirectional = check_bool(bidirectional, owner, "bidirectional")
+        self.bidirectional = check_flag(bidirectional, owner, "bidirectional")
         self.variant = check_choice(variant, owner, "variant", M3COL_VARIANTS)
 
     def forward(self, a, b, generator=None, draws=None):

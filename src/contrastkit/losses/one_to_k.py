@@ -20,10 +20,9 @@ from contrastkit.core.validation import (
     _fail,
     check_batch_size,
     check_choice,
-    check_embeddings,
     check_feature_dim,
 )
-from contrastkit.losses._inputs import prepared, working_dtype
+from contrastkit.losses._inputs import check_grouped, prepared, working_dtype
 from contrastkit.losses.base import ContrastiveLoss
 from contrastkit.registry import register_loss
 
@@ -85,17 +84,8 @@ def one_to_k(
     """
     owner = "one_to_k"
     check_choice(variant, owner, "variant", VARIANTS)
-    check_embeddings(anchors, owner, "anchors", ndim=(2,))
-    check_embeddings(positives, owner, "positives", ndim=(3,))
-    n, k, _ = positives.shape
-    if positives.shape[0] != anchors.shape[0]:
-        _fail(
-            owner,
-            "positives",
-            f"has shape {tuple(positives.shape)} but `anchors` has {tuple(anchors.shape)}",
-            "positives must be (N, K, D) with the same N as anchors (N, D)",
-            "stack the K positives of anchor i in positives[i]",
-        )
+    fix = "stack the K positives of anchor i in positives[i]"
+    n, k = check_grouped(anchors, positives, owner, ("anchors", "positives"), ("N", "K"), fix)
     if k < 1:
         _fail(owner, "positives", "has K = 0 positives", "K must be >= 1", "pass (N, K, D)")
     check_feature_dim(anchors, positives, owner, ("anchors", "positives"))

@@ -21,6 +21,7 @@ from contrastkit.core.validation import (
     check_choice,
     check_embeddings,
     check_feature_dim,
+    check_flag,
     check_positive_number,
     check_same_shape,
     check_tensor,
@@ -57,19 +58,6 @@ def _check_modalities(modalities, owner: str, minimum: int) -> list[torch.Tensor
         check_same_shape(mods[0], m, owner, ("modalities[0]", f"modalities[{k}]"))
     check_batch_size(mods[0].shape[0], owner, "modalities[0]")
     return mods
-
-
-def _check_bool(value, owner: str, arg: str) -> bool:
-    if not isinstance(value, bool):
-        _fail(
-            owner,
-            arg,
-            f"is {value!r}",
-            "it must be True or False",
-            f"pass {arg}=True or {arg}=False",
-            TypeError,
-        )
-    return value
 
 
 def _prepared(mods, normalize: bool, owner: str) -> list[torch.Tensor]:
@@ -219,7 +207,7 @@ def symile(
     owner = "symile"
     mods = _check_modalities(modalities, owner, minimum=2)
     check_choice(negative_sampling, owner, "negative_sampling", NEGATIVE_SAMPLING)
-    _check_bool(normalize, owner, "normalize")
+    check_flag(normalize, owner, "normalize")
     if generator is not None and not isinstance(generator, torch.Generator):
         _fail(
             owner,
@@ -295,7 +283,7 @@ def pairwise_clip(*modalities, temperature=1.0, normalize=True, reduction="mean"
     """
     owner = "pairwise_clip"
     mods = _check_modalities(modalities, owner, minimum=2)
-    _check_bool(normalize, owner, "normalize")
+    check_flag(normalize, owner, "normalize")
     x = _prepared(mods, normalize, owner)
     scale = as_scale(temperature, owner)
     m = len(x)
@@ -346,7 +334,7 @@ def symile_scores(*queries, candidates, temperature=1.0, normalize=True):
     ``zeroshot_retrieval_logits`` times ``exp(logit_scale)``). ``normalize`` as in the loss."""
     owner = "symile_scores"
     rows = _check_scoring(queries, candidates, owner)
-    _check_bool(normalize, owner, "normalize")
+    check_flag(normalize, owner, "normalize")
     x = _prepared([*rows, candidates], normalize, owner)
     return (_product(x[:-1]) @ x[-1].T) * as_scale(temperature, owner)
 
@@ -358,7 +346,7 @@ def pairwise_clip_scores(*queries, candidates, temperature=1.0, normalize=True):
     so it never changes the argmax."""
     owner = "pairwise_clip_scores"
     rows = _check_scoring(queries, candidates, owner)
-    _check_bool(normalize, owner, "normalize")
+    check_flag(normalize, owner, "normalize")
     x = _prepared([*rows, candidates], normalize, owner)
     q, c = x[:-1], x[-1]
     with_candidate = sum(r @ c.T for r in q)
@@ -415,7 +403,7 @@ class Symile(SeededDraws, ContrastiveLoss):
         self.negative_sampling = check_choice(
             negative_sampling, "Symile", "negative_sampling", NEGATIVE_SAMPLING
         )
-        self.normalize = _check_bool(normalize, "Symile", "normalize")
+        self.normalize = check_flag(normalize, "Symile", "normalize")
         self._init_generator(seed)
 
     def forward(self, *modalities, generator=None, permutations=None):
@@ -450,7 +438,7 @@ class PairwiseCLIP(ContrastiveLoss):
         super().__init__()
         self._init_temperature(temperature, learnable)
         self._init_reduction(reduction)
-        self.normalize = _check_bool(normalize, "PairwiseCLIP", "normalize")
+        self.normalize = check_flag(normalize, "PairwiseCLIP", "normalize")
 
     def scores(self, *queries, candidates):
         return pairwise_clip_scores(
