@@ -400,3 +400,25 @@ def test_other_losses_in_low_precision(name, dtype):
     assert all(torch.isfinite(x.grad).all() for x in low if x.grad is not None)
     exact = fn([x.detach().double() for x in low])
     torch.testing.assert_close(out.double(), exact, rtol=1e-5, atol=1e-5)
+
+
+def test_masked_info_nce_with_a_float_mask_takes_graded_positives():
+    z = randn(N, D, seed=11)
+    scores = torch.rand(N, N, generator=torch.Generator().manual_seed(12), dtype=torch.float64)
+    graded = F.masked_info_nce(z, positive_mask=scores, temperature=0.2, reduction="none")
+    torch.testing.assert_close(
+        graded,
+        F.soft_sup_con(z, scores=scores, temperature=0.2, reduction="none"),
+        rtol=1e-12,
+        atol=0,
+    )
+    # A 0/1 float mask is the same pairing as the bool mask.
+    hard = POS_MASK[:, :N]
+    torch.testing.assert_close(
+        F.masked_info_nce(z, positive_mask=hard.double(), valid_mask=VALID_MASK[:, :N]),
+        F.masked_info_nce(z, positive_mask=hard, valid_mask=VALID_MASK[:, :N]),
+        rtol=1e-12,
+        atol=0,
+    )
+    with pytest.raises(ValueError, match=r"`positive_mask` has entries outside \[0, 1\]"):
+        F.masked_info_nce(z, positive_mask=scores * 2)

@@ -16,6 +16,7 @@ from contrastkit.core.pairs import (
     from_index_pairs,
     from_keys,
     from_mask,
+    from_scores,
     instance_ids,
     keep_hardest_negatives,
     not_self,
@@ -32,6 +33,7 @@ from contrastkit.core.validation import (
     check_positive_number,
     check_same_shape,
     check_tensor,
+    check_unit_scores,
 )
 from contrastkit.engine.distributed import (
     all_reduce_no_grad,
@@ -261,7 +263,9 @@ def masked_info_nce(
 
     ``anchors`` (N, D) are contrasted with ``candidates`` (M, D) (default: the anchors
     themselves, with each anchor excluded from its own row). Positives come from
-    ``positive_mask`` (N, M) bool or ``index_pairs`` (P, 2) of (anchor, candidate);
+    ``positive_mask`` (N, M) bool or ``index_pairs`` (P, 2) of (anchor, candidate); a
+    floating ``positive_mask`` in [0, 1] gives graded positives (``core.pairs.from_scores``:
+    each anchor's terms averaged with those weights, SupCon with a soft mask);
     ``valid_mask`` (N, M) limits which candidates may enter a denominator at all.
     Returns the mean, sum or per-anchor ``(N,)`` loss; weighting as in :func:`info_nce`.
     """
@@ -295,7 +299,12 @@ def masked_info_nce(
             )
     if valid_mask is None and same:
         valid_mask = not_self(n, anchors.device)
-    pairs = from_mask(positive_mask.bool(), None if valid_mask is None else valid_mask.bool())
+    valid = None if valid_mask is None else valid_mask.bool()
+    if torch.is_floating_point(positive_mask):  # graded positives, weights in [0, 1]
+        check_unit_scores(positive_mask, (n, m), owner, "positive_mask")
+        pairs = from_scores(positive_mask, valid)
+    else:
+        pairs = from_mask(positive_mask.bool(), valid)
     dtype = working_dtype(anchors, candidates)
     a = prepared(anchors, similarity, owner, "anchors", dtype)
     c = a if same else prepared(candidates, similarity, owner, "candidates", dtype)
