@@ -129,7 +129,7 @@ def test_queue_is_fifo_and_wraps():
 FORBIDDEN = ("contrastkit.train", "contrastkit.cli", "contrastkit.text", "contrastkit.vision",
              "contrastkit.graph", "contrastkit.recsys", "contrastkit.rl", "contrastkit.decoding",
              "contrastkit.retrieval", "contrastkit.tabular")  # fmt: skip
-LOW_LAYERS = ("core", "losses", "engine")
+LOW_LAYERS = ("core", "losses", "engine", "estimators", "methods")
 
 
 def _imports(path: Path):

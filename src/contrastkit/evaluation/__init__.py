@@ -7,9 +7,12 @@ floats. scikit-learn is imported only inside the functions that use it.
 - ``linear_probe``, ``linear_probe_regression``: logistic regression / ridge.
 - ``retrieval_metrics``, ``retrieval_from_embeddings``: recall@k, hit@k, MRR, nDCG@k.
 - ``clustering_scores``: k-means NMI and ARI.
+- ``sample_episodes``, ``episode_accuracy``: N-way K-shot episodes (BECLR's protocol,
+  optionally with OpTA).
 """
 
 from contrastkit.evaluation.clustering import clustering_scores
+from contrastkit.evaluation.few_shot import episode_accuracy, sample_episodes
 from contrastkit.evaluation.knn import knn_accuracy
 from contrastkit.evaluation.linear import linear_probe, linear_probe_regression
 from contrastkit.evaluation.rank_variance import mean_rank_variance
@@ -17,10 +20,12 @@ from contrastkit.evaluation.retrieval import retrieval_from_embeddings, retrieva
 
 __all__ = [
     "clustering_scores",
+    "episode_accuracy",
     "knn_accuracy",
     "linear_probe",
     "linear_probe_regression",
     "mean_rank_variance",
     "retrieval_from_embeddings",
     "retrieval_metrics",
+    "sample_episodes",
 ]
