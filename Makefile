@@ -17,11 +17,11 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
-	# Peer libraries used as second references (tests/test_peers.py, test_symile.py,
-	# test_groco.py); --no-deps because lightly and open_clip pull torchvision, and the tests
-	# load only their torch-only loss files (symile and diffsort need only torch and numpy).
+	# Second references in the tests: pytorch-metric-learning (a dev dependency), lightly,
+	# open_clip, and the official symile, diffsort and POT packages. --no-deps because lightly
+	# and open_clip pull torchvision; the tests load only their torch-only loss files.
 	$(PY) -m pip install --quiet --no-deps lightly==1.6.0 open_clip_torch==3.3.0 symile==0.1.0 \
-		diffsort==0.2.0
+		diffsort==0.2.0 pot==0.9.7.post1
 	touch $(STAMP)
 
 install: $(STAMP)

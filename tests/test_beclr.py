@@ -8,13 +8,13 @@ import warnings
 import pytest
 import torch
 
+from contrastkit.core.transport import opta, opta_passes, sinkhorn
 from contrastkit.methods.beclr import (
     DyCE,
     beclr_loss,
     beclr_loss_terms,
     equipartition_assign,
 )
-from contrastkit.methods.optimal_transport import opta, opta_passes, sinkhorn
 
 ot = pytest.importorskip(
     "ot", reason="POT (pip package `pot`) is the dense reference solver for these tests"

@@ -16,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from contrastkit.core import transport
 from contrastkit.core.validation import _fail, check_choice
 from contrastkit.diagnostics._inputs import as_embeddings, as_labels, check_bool, check_int
 
@@ -148,7 +149,7 @@ def episode_accuracy(
     Per episode (BECLR ``evaluate.py::evaluate_fewshot``): features standardised per row
     (``standardize=True``, the code's "mean normalization"); prototypes = the mean of each
     class's ``k_shot`` support features; with ``opta=True``, prototypes transported toward
-    the episode's queries by :func:`contrastkit.methods.optimal_transport.opta` with the
+    the episode's queries by :func:`contrastkit.core.transport.opta` with the
     code's schedule (5 passes for 1-shot; 1 pass and a 0.7/0.3 blend otherwise; override
     with ``opta_passes`` / ``opta_blend``); then
 
@@ -189,10 +190,7 @@ def episode_accuracy(
             "sample the episodes with the same k_shot",
         )
     if opta_on:
-        from contrastkit.methods.optimal_transport import opta as transport
-        from contrastkit.methods.optimal_transport import opta_passes as schedule
-
-        passes, blend = schedule(k_shot)
+        passes, blend = transport.opta_passes(k_shot)
         passes = passes if opta_passes is None else opta_passes
         blend = blend if opta_blend is None else opta_blend
     x = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
@@ -205,7 +203,7 @@ def episode_accuracy(
         queries = x[qry.reshape(-1)]
         truth = np.repeat(np.arange(w), q)
         if opta_on:
-            prototypes = transport(prototypes, queries, passes=passes, blend=blend)
+            prototypes = transport.opta(prototypes, queries, passes=passes, blend=blend)
         accs.append(float((_predict(prototypes, queries, classifier) == truth).mean()))
     acc = np.asarray(accs)
     std = float(acc.std())

@@ -5,6 +5,7 @@ Layering: ``methods`` may import ``core``, ``losses``, ``engine``, ``estimators`
 ``diagnostics`` and ``evaluation``; never ``train`` or ``cli``.
 """
 
+from contrastkit.core.transport import opta, opta_passes, sinkhorn
 from contrastkit.methods.beclr import (
     BECLRLoss,
     DyCE,
@@ -32,7 +33,6 @@ from contrastkit.methods.core_tuning import (
     mix_pairs,
     soft_label_ids,
 )
-from contrastkit.methods.optimal_transport import opta, opta_passes, sinkhorn
 from contrastkit.methods.sepclr import (
     SepCLR,
     kjem,

@@ -11,14 +11,14 @@ from that code is listed in the docstring concerned.
   with stop-gradient teacher projections, plus ``lambda`` times a log-mean-exp
   uniformity term over the student projections (temperature 2.0, lambda 0.1).
 - :func:`equipartition_assign`: SwAV-style Sinkhorn-Knopp equipartition of a batch over
-  prototypes (log domain, :func:`contrastkit.methods.optimal_transport.sinkhorn`).
+  prototypes (log domain, :func:`contrastkit.core.transport.sinkhorn`).
 - :class:`DyCE`: FIFO memory of embeddings partitioned into ``num_clusters`` clusters
   (k-means when the memory first fills, then Sinkhorn-equipartitioned assignment of each
   new batch and mean prototypes), and batch enhancement: each batch row gets its top-k
   nearest memory rows *within its nearest prototype's cluster* appended, so a batch of
   ``B`` rows per view becomes ``B (1 + k)``.
 
-OpTA, BECLR's inference stage, is :func:`contrastkit.methods.optimal_transport.opta`.
+OpTA, BECLR's inference stage, is :func:`contrastkit.core.transport.opta`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from contrastkit.core.transport import _check_int, sinkhorn
 from contrastkit.core.validation import (
     _fail,
     check_batch_size,
@@ -40,7 +41,6 @@ from contrastkit.core.validation import (
     check_positive_number,
     check_same_shape,
 )
-from contrastkit.methods.optimal_transport import _check_int, sinkhorn
 
 __all__ = ["BECLRLoss", "DyCE", "beclr_loss", "beclr_loss_terms", "equipartition_assign"]
 
@@ -182,7 +182,7 @@ def equipartition_assign(
       retry) and warn instead, because results at that ``eps`` cannot match the code's.
 
     Both run the same fixed number of iterations ending with the sample normalisation,
-    in the log domain (:func:`~contrastkit.methods.optimal_transport.sinkhorn` with
+    in the log domain (:func:`~contrastkit.core.transport.sinkhorn` with
     ``tol=0``); in exact arithmetic this equals the code's scaling loop.
     """
     owner = "equipartition_assign"
