@@ -315,7 +315,9 @@ def render(board: dict, sweep_run: dict, command: list[str], out: Path) -> str:
         "",
         f"![leaderboard]({_rel(out / 'results_leaderboard.png', out)})",
         "",
-        "Per-run numbers: `results_compare.json`.",
+        "Per-run numbers: `results_compare.json`. *time / run* is wall-clock time on the "
+        "machine named above and includes whatever else it was running: compare speed with "
+        "`contrastkit bench` (docs/benchmarks.md), not with this column.",
         "",
         "## InfoNCE temperature sweep",
         "",
