@@ -9,7 +9,7 @@ import torch
 import contrastkit
 import contrastkit.functional as F
 from conftest import run_seed_script
-from contrastkit.core.pairs import frame_from_path, hierarchical_set_score, tree_similarity
+from contrastkit.losses.tree_scores import frame_from_path, hierarchical_set_score, tree_similarity
 
 N, D = 6, 5
 LABELS = torch.tensor([0, 1, 0, 2, 1, 2])

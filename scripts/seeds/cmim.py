@@ -46,7 +46,7 @@ from _common import (  # noqa: E402
     command,
     gap,
     markdown_table,
-    mean_std,
+    mean_std_of,
     provenance,
     setup,
     spread_word,
@@ -167,7 +167,7 @@ def main(argv=None) -> dict:
 def _ms(runs, key, scale=100.0, digits=1) -> str:
     if key not in runs[0]:
         return "n/a"
-    return mean_std([r[key] for r in runs], scale, digits)
+    return mean_std_of(runs, key, scale, digits)
 
 
 def _mean(runs, key) -> float:

@@ -42,7 +42,7 @@ from _common import (  # noqa: E402
 )
 
 from contrastkit import create_loss  # noqa: E402
-from contrastkit.core.pairs import tree_similarity  # noqa: E402
+from contrastkit.losses.tree_scores import tree_similarity  # noqa: E402
 from contrastkit.train.augment import build_augment, n_views  # noqa: E402
 from contrastkit.train.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig  # noqa: E402
 from contrastkit.train.data import load_dataset  # noqa: E402

@@ -41,50 +41,13 @@ from contrastkit.core.validation import (
     check_reduction,
     check_tensor,
 )
+from contrastkit.estimators.bounds import check_scores
 from contrastkit.estimators.lipschitz import gradient_penalty
 
 __all__ = ["wdm_dual_bound", "wpc_loss", "wpc_penalty_points"]
 
 OBJECTIVES = ("infonce", "dual")
 PENALTY_POINTS = ("interpolate", "pairs")
-
-
-def _check_scores(scores, owner: str, arg: str = "scores") -> torch.Tensor:
-    check_tensor(scores, owner, arg)
-    if not torch.is_floating_point(scores):
-        _fail(
-            owner,
-            arg,
-            f"has dtype {scores.dtype}",
-            "scores must be floating point",
-            f"cast with {arg}.float()",
-            TypeError,
-        )
-    if scores.dim() != 2 or scores.shape[0] != scores.shape[1]:
-        _fail(
-            owner,
-            arg,
-            f"has shape {tuple(scores.shape)}",
-            "it must be a square (B, B) critic matrix, f(x_i, y_j) at [i, j], positives on the diagonal",
-            "pass critic(x, y) for row-aligned batches x, y",
-        )
-    if scores.shape[0] < 2:
-        _fail(
-            owner,
-            arg,
-            "has a batch of 1",
-            "a contrastive bound needs >= 2 samples (negatives)",
-            "use a larger batch",
-        )
-    if not bool(torch.isfinite(scores).all()):
-        _fail(
-            owner,
-            arg,
-            "contains NaN or inf",
-            "critic scores must be finite",
-            "lower the learning rate or constrain the critic",
-        )
-    return scores
 
 
 def _check_pair(x, y, owner: str) -> None:
@@ -155,7 +118,7 @@ def wdm_dual_bound(scores) -> torch.Tensor:
     ``I_W = W_1(p(x,y), p(x)p(y))`` in expectation only when the critic is 1-Lipschitz;
     the constraint is the caller's (``estimators.lipschitz``). 0-d tensor.
     """
-    scores = _check_scores(scores, "wdm_dual_bound")
+    scores = check_scores(scores, "wdm_dual_bound")
     return -_per_row_dual(scores).mean()
 
 
@@ -253,7 +216,7 @@ def wpc_loss(
     check_reduction(reduction, owner)
     check_flag(return_parts, owner, "return_parts")
 
-    scores = _check_scores(critic(x, y), owner, "critic(x, y)")
+    scores = check_scores(critic(x, y), owner, "critic(x, y)")
     rows = _per_row_infonce(scores) if objective == "infonce" else _per_row_dual(scores)
     b = scores.shape[0]
     penalty = rows.new_zeros(b)

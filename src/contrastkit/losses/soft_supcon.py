@@ -5,23 +5,18 @@ Task-Oriented Dialog Understanding", COLING 2022 (Sec. 3.2-3.3). Released code:
 AlibabaResearch/DAMO-ConvAI ``space-2/space/models/unified_transformer.py``
 (``_collect_metrics``: ``SupConLoss(features, mask=scores[i])`` per subspace) and
 ``space-2/space/utils/scores.py::hierarchical_set_score`` (the tree score; here
-``core.pairs.hierarchical_set_score`` / ``tree_similarity``, re-exported below).
+``losses.tree_scores.hierarchical_set_score`` / ``tree_similarity``, re-exported below).
 """
 
 from __future__ import annotations
 
 from contrastkit.core.contrast import contrast
-from contrastkit.core.pairs import (
-    TREE_VIEWS,
-    from_scores,
-    hierarchical_set_score,
-    not_self,
-    tree_similarity,
-)
+from contrastkit.core.pairs import from_scores, not_self
 from contrastkit.core.temperature import as_scale
 from contrastkit.core.validation import check_has_positive, check_unit_scores
 from contrastkit.losses._inputs import prepared, stack_views, working_dtype
 from contrastkit.losses.base import ContrastiveLoss
+from contrastkit.losses.tree_scores import TREE_VIEWS, hierarchical_set_score, tree_similarity
 from contrastkit.registry import register_loss
 
 __all__ = [
