@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import contrastkit.engine.grad_cache as gc_module
+from conftest import Interrupt, stop_after
 from contrastkit import create_loss
 from contrastkit.engine import RandContext, cached_backward
 from contrastkit.train import TrainConfig, apply_overrides, load_checkpoint, train
@@ -384,10 +385,6 @@ def test_training_matches_the_plain_loop_without_batchnorm(no_batchnorm, monkeyp
             torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
 
 
-class Interrupt(Exception):
-    pass
-
-
 def test_resume_is_exact_with_grad_cache(tmp_path):
     """The default models (with BatchNorm): chunked statistics, but a checkpointed run
     continues bit for bit, and the chunk size may change on resume."""
@@ -395,12 +392,8 @@ def test_resume_is_exact_with_grad_cache(tmp_path):
     straight = train(tiny(**over, out=str(tmp_path / "a")))
     assert all(math.isfinite(h["loss"]) for h in straight.history)
 
-    def stop(record):
-        if record["epoch"] == 2:
-            raise Interrupt
-
     with pytest.raises(Interrupt):
-        train(tiny(**over, out=str(tmp_path / "b")), callbacks=[stop])
+        train(tiny(**over, out=str(tmp_path / "b")), callbacks=[stop_after(2)])
     ckpt = tmp_path / "b" / "checkpoint.pt"
     assert load_checkpoint(ckpt)["config"]["grad_cache_chunk"] == 16
     torch.manual_seed(99)

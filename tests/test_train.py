@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY_RUN, Interrupt, stop_after
 from contrastkit.train import (
     CompareConfig,
     DataConfig,
@@ -29,32 +30,11 @@ from contrastkit.train.config import AugmentConfig, ModelConfig
 from contrastkit.train.loop import lr_factor
 from contrastkit.train.models import build_model
 
-# A small but real run: 300 digits (240 train / 60 test), 3 steps of 64 per epoch.
-TINY = {
-    "epochs": 2,
-    "batch_size": 64,
-    "eval_every": 1,
-    "progress": False,
-    "threads": 1,
-    "data": {"name": "digits", "subset": 300},
-    "model": {"width": 64, "feature_dim": 32, "proj_hidden": 32, "proj_dim": 16, "pred_hidden": 16},
-}
+TINY = TINY_RUN
 
 
 def tiny(**overrides) -> TrainConfig:
     return TrainConfig.from_dict(apply_overrides(TINY, overrides))
-
-
-class Interrupt(Exception):
-    pass
-
-
-def stop_after(epoch: int):
-    def callback(record):
-        if record["epoch"] == epoch:
-            raise Interrupt
-
-    return callback
 
 
 # ---------------------------------------------------------------------------- config

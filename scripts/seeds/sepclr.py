@@ -47,24 +47,14 @@ from contrastkit.evaluation import linear_probe  # noqa: E402
 from contrastkit.methods.sepclr import SepCLR  # noqa: E402
 from contrastkit.train.augment import build_augment, two_views  # noqa: E402
 from contrastkit.train.config import AugmentConfig  # noqa: E402
-from contrastkit.train.data import load_arrays  # noqa: E402
+from contrastkit.train.data import TEXTURE_STRENGTH as STRENGTH  # noqa: E402
+from contrastkit.train.data import TEXTURES as PATTERNS  # noqa: E402
+from contrastkit.train.data import add_texture, load_arrays  # noqa: E402
 
 NAME = "sepclr"
 FULL = dict(n_background=2000, n_target=2000, n_test=1000, epochs=15, seeds=(0, 1, 2))
 SMOKE = dict(n_background=128, n_target=128, n_test=64, epochs=1, seeds=(0,))
 BATCH, LR, DIM, HIDDEN, HEAD = 256, 1e-3, 32, 256, 128
-PATTERNS = ("horizontal stripes", "vertical stripes", "diagonal stripes", "dot grid")
-STRENGTH = 0.5
-
-
-def textures(size: int = 28) -> torch.Tensor:
-    """The 4 target-only textures, (4, 1, size, size) in {0, 1}."""
-    r = torch.arange(size)[:, None].expand(size, size)
-    c = torch.arange(size)[None, :].expand(size, size)
-    t = torch.stack(
-        [(r % 4 < 2), (c % 4 < 2), ((r + c) % 6 < 2), ((r % 5 < 2) & (c % 5 < 2))]
-    ).float()
-    return t[:, None]
 
 
 def make_data(cfg: dict, seed: int) -> dict:
@@ -75,11 +65,10 @@ def make_data(cfg: dict, seed: int) -> dict:
     order = rng.permutation(len(y))
     nb, nt, ne = cfg["n_background"], cfg["n_target"], cfg["n_test"]
     bg, tg, te = order[:nb], order[nb : nb + nt], order[nb + nt : nb + nt + ne]
-    tex = textures()
 
     def with_texture(idx):
         kind = torch.from_numpy(rng.integers(0, len(PATTERNS), len(idx)))
-        return torch.maximum(to_images(x[idx]), STRENGTH * tex[kind]), kind
+        return add_texture(to_images(x[idx]), kind), kind
 
     x_tg, k_tg = with_texture(tg)
     x_te, k_te = with_texture(te)

@@ -42,7 +42,7 @@ def main() -> None:
 
 @app.command("list")
 def list_command() -> None:
-    """List the registered objectives with a one-line summary and their paper."""
+    """List the registered objectives and the trainable methods, with their papers."""
     from rich.table import Table
 
     from contrastkit import list_losses, loss_info
@@ -56,6 +56,15 @@ def list_command() -> None:
         info = loss_info(name)
         table.add_row(name, getattr(info.cls, "inputs", "views"), info.summary, info.paper)
     _console().print(table)
+    from contrastkit.train.methods import METHODS
+
+    methods = Table(title="contrastkit methods (own their models; `train --objective NAME`)")
+    methods.add_column("name", no_wrap=True, style="bold")
+    methods.add_column("summary")
+    methods.add_column("paper")
+    for info in METHODS.values():
+        methods.add_row(info.name, info.summary, info.paper)
+    _console().print(methods)
 
 
 # ---------------------------------------------------------------------------- train
@@ -66,7 +75,7 @@ def train_command(
     config: Path | None = ConfigOption,
     sets: list[str] | None = SetOption,
     loss: str | None = typer.Option(
-        None, "--objective", "--loss", help="Objective name (contrastkit list)."
+        None, "--objective", "--loss", help="Objective or method name (contrastkit list)."
     ),
     epochs: int | None = typer.Option(None, "--epochs"),
     views: int | None = typer.Option(
@@ -120,7 +129,9 @@ def train_command(
 @app.command("eval")
 def eval_command(
     checkpoint: Path = typer.Argument(..., help="A checkpoint.pt written by `train`."),
-    data: str | None = typer.Option(None, "--data", help="digits, mnist or mnist5k."),
+    data: str | None = typer.Option(
+        None, "--data", help="digits, mnist or mnist5k (or NAME-textures)."
+    ),
     sets: list[str] | None = SetOption,
     linear: bool = typer.Option(True, "--linear/--no-linear", help="Fit a linear probe."),
     json_path: Path | None = typer.Option(None, "--json", help="Also write the metrics here."),

@@ -41,6 +41,7 @@ from contrastkit.core.validation import (
     check_positive_number,
     check_same_shape,
 )
+from contrastkit.losses.base import SeededDraws
 
 __all__ = ["BECLRLoss", "DyCE", "beclr_loss", "beclr_loss_terms", "equipartition_assign"]
 
@@ -252,7 +253,7 @@ def _kmeans(x: torch.Tensor, k: int, iterations: int, generator: torch.Generator
 # ---------------------------------------------------------------------- DyCE
 
 
-class DyCE(nn.Module):
+class DyCE(SeededDraws, nn.Module):
     """DyCE, BECLR's dynamic clustered memory (``dyce.py::DyCE``), for one embedding space.
 
     BECLR keeps three: teacher projections, student predictions and student projections
@@ -338,7 +339,7 @@ class DyCE(nn.Module):
             kmeans_iterations, owner, "kmeans_iterations", 1, "pass e.g. 50"
         )
         self.variant = check_choice(variant, owner, "variant", VARIANTS)
-        self.generator = torch.Generator().manual_seed(seed)
+        self._init_generator(seed)  # k-means seeding; its position is saved in state_dict
         self.register_buffer("memory", torch.zeros(self.size, dim))
         self.register_buffer("labels", torch.full((self.size,), -1, dtype=torch.long))
         self.register_buffer("prototypes", torch.zeros(self.num_clusters, dim))

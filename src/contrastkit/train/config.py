@@ -21,7 +21,9 @@ from typing import Any, Union
 class DataConfig:
     """Which data set, and how it is split for kNN / linear evaluation."""
 
-    name: str = "digits"  # "digits" (embedded), "mnist" (test set, 10k) or "mnist5k"
+    # "digits" (embedded), "mnist" (test set, 10k) or "mnist5k"; "<name>-textures" is the
+    # background / target version of one of them (train.data: contrastive analysis)
+    name: str = "digits"
     root: str | None = None  # data root; None: $CONTRASTKIT_DATA, then ../shared/data
     subset: int | None = None  # keep this many samples (stratified) before splitting
     test_fraction: float = 0.2
@@ -87,7 +89,8 @@ class EvalConfig:
     linear_probe: bool = True  # in the final evaluation only: it is the slow part
 
 
-_DATA_NAMES = ("digits", "mnist", "mnist5k")
+_BASE_DATA = ("digits", "mnist", "mnist5k")
+_DATA_NAMES = (*_BASE_DATA, *(f"{n}-textures" for n in _BASE_DATA))
 _ENCODERS = ("mlp", "cnn")
 _SPACES = ("features", "projections")
 

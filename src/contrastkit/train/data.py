@@ -2,7 +2,12 @@
 
 * ``"digits"``: scikit-learn's 8x8 digits (1797 images), embedded, no files needed;
 * ``"mnist"``: the MNIST test set (10k 28x28 images, IDX gz) under ``<root>/mnist-test``;
-* ``"mnist5k"``: 5000 MNIST digits (500 per class, CSV gz) under ``<root>/mnist-5k``.
+* ``"mnist5k"``: 5000 MNIST digits (500 per class, CSV gz) under ``<root>/mnist-5k``;
+* ``"<name>-textures"`` (e.g. ``"digits-textures"``, ``"mnist-textures"``): a contrastive
+  analysis set built from ``<name>`` for background / target methods (SepCLR): in each
+  split, a seeded half of the images is *background* (plain digits, group 0) and the other
+  half *target* (the same kind of digits with one of the 4 :data:`TEXTURES` added, group 1).
+  The texture is the target-only (salient) factor, the digit the common one.
 
 The data root is ``DataConfig.root``, else ``$CONTRASTKIT_DATA``, else ``../shared/data``
 relative to the current directory, else relative to the repository. The split into train
@@ -14,7 +19,7 @@ from __future__ import annotations
 import functools
 import gzip
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +41,11 @@ class ImageData:
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    # Background (0) / target (1) group of each train and test image, for contrastive
+    # analysis; None for plain data sets.
+    groups: tuple[torch.Tensor, torch.Tensor] | None = None
+    # The target-only factor of each train and test image (-1 for background images).
+    salient: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -61,12 +71,54 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
 
 def load_dataset(cfg: DataConfig) -> ImageData:
     """Load ``cfg.name``, optionally subsample it, and split it into train / test."""
+    if cfg.name.endswith(_TEXTURED):
+        return _with_textures(load_dataset(replace(cfg, name=cfg.name[: -len(_TEXTURED)])))
     x, y = load_arrays(cfg.name, cfg.root)
     if cfg.subset is not None and cfg.subset < len(y):
         keep = _stratified_indices(y, cfg.subset, cfg.split_seed)
         x, y = x[keep], y[keep]
     tr, te = split_indices(y, cfg.test_fraction, cfg.split_seed)
     return ImageData(cfg.name, _images(x[tr]), _labels(y[tr]), _images(x[te]), _labels(y[te]))
+
+
+TEXTURES = ("horizontal stripes", "vertical stripes", "diagonal stripes", "dot grid")
+TEXTURE_STRENGTH = 0.5
+_TEXTURED = "-textures"
+
+
+def textures(size: int = 28) -> torch.Tensor:
+    """The 4 :data:`TEXTURES` as ``(4, 1, size, size)`` masks in {0, 1}."""
+    r = torch.arange(size)[:, None].expand(size, size)
+    c = torch.arange(size)[None, :].expand(size, size)
+    t = torch.stack(
+        [(r % 4 < 2), (c % 4 < 2), ((r + c) % 6 < 2), ((r % 5 < 2) & (c % 5 < 2))]
+    ).float()
+    return t[:, None]
+
+
+def add_texture(x: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
+    """Images ``x`` (N, 1, S, S) with texture ``kind[i]`` laid over image i (pixel-wise max
+    with the texture at :data:`TEXTURE_STRENGTH`)."""
+    return torch.maximum(x, TEXTURE_STRENGTH * textures(x.shape[-1])[kind])
+
+
+def _with_textures(data: ImageData) -> ImageData:
+    """``data`` as a contrastive-analysis set (see the module doc); seeded by the name."""
+    g = torch.Generator().manual_seed(0)
+    parts = {}
+    for split, x in (("train", data.train_x), ("test", data.test_x)):
+        n = len(x)
+        group = torch.zeros(n, dtype=torch.long)
+        group[torch.randperm(n, generator=g)[: n // 2]] = 1
+        kind = torch.randint(0, len(TEXTURES), (n,), generator=g)
+        kind = torch.where(group == 1, kind, -1)
+        target = group == 1
+        x = x.clone()
+        x[target] = add_texture(x[target], kind[target])
+        parts[split] = (x, group, kind)
+    (trx, trg, trk), (tex, teg, tek) = parts["train"], parts["test"]
+    name = data.name + _TEXTURED
+    return ImageData(name, trx, data.train_y, tex, data.test_y, (trg, teg), (trk, tek))
 
 
 def _images(x: np.ndarray) -> torch.Tensor:
@@ -92,7 +144,7 @@ def load_arrays(name: str, root: str | None = None) -> tuple[np.ndarray, np.ndar
         return _mnist_csv(str(base / "mnist-5k" / "mnist_5k.csv.gz"))
     raise ValueError(
         f"load_dataset: `name` is {name!r}, which is not a data set. "
-        f"Fix: use 'digits', 'mnist' or 'mnist5k'."
+        f"Fix: use 'digits', 'mnist' or 'mnist5k' (or one of them + '-textures')."
     )
 
 

@@ -49,6 +49,7 @@ from contrastkit.train.config import (
     TrainConfig,
 )
 from contrastkit.train.data import ImageData, load_dataset
+from contrastkit.train.methods import build_method, find_method
 from contrastkit.train.models import ContrastiveModel, build_model
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -106,10 +107,19 @@ def train(cfg: TrainConfig, data: ImageData | None = None, callbacks=()) -> Trai
 def _train(cfg: TrainConfig, data, callbacks, ctx: ddp.Context) -> TrainResult:
     seed_everything(cfg.seed)
     data = data if data is not None else load_dataset(cfg.data)
-    loss_fn = create_loss(cfg.loss.name, **_loss_params(cfg, ctx, data))
-    kind = input_kind(loss_fn, cfg.loss.name)
-    _check_views(cfg.views, kind, cfg.loss.name)
-    model = build_model(cfg.model, data.image_shape, predictor=kind == "prediction")
+    method = find_method(cfg.loss.name)
+    if method is not None:  # a seed method that owns its models (train.methods)
+        loss_fn, kind = nn.Module(), "method"
+        model = build_method(method, cfg, data.image_shape, data.num_classes)
+        _check_method_run(cfg, ctx, model)
+        model.bind(data)
+        views_per_sample = model.views
+    else:
+        loss_fn = create_loss(cfg.loss.name, **_loss_params(cfg, ctx, data))
+        kind = input_kind(loss_fn, cfg.loss.name)
+        _check_views(cfg.views, kind, cfg.loss.name)
+        model = build_model(cfg.model, data.image_shape, predictor=kind == "prediction")
+        views_per_sample = cfg.views
     if ctx.active:
         model = ddp.convert_sync_batchnorm(model)  # global-batch statistics
     momentum = cfg.ema_momentum()
@@ -142,15 +152,20 @@ def _train(cfg: TrainConfig, data, callbacks, ctx: ddp.Context) -> TrainResult:
             losses = []
             model.train()
             loss_fn.train()
-            for idx in _batches(n, cfg.batch_size, steps, g):
+            for i, idx in enumerate(_batches(n, cfg.batch_size, steps, g)):
                 # The whole global batch is augmented on every rank, so each sample gets
                 # the views it gets on one process; then each rank keeps its own rows.
-                views = n_views(data.train_x[idx], augment, g, cfg.views)
+                x = data.train_x[idx]
+                views = n_views(x, augment, g, views_per_sample) if views_per_sample else (x,)
                 views = tuple(ddp.shard(x, ctx) for x in views)
                 y, index = ddp.shard(data.train_y[idx], ctx), ddp.shard(idx, ctx)
                 batch = (views, y, index)
                 optimizer.zero_grad(set_to_none=True)
-                if ctx.active and cfg.grad_cache_chunk is not None:
+                if kind == "method":
+                    loss = model.batch_loss(views, y, index, epoch)
+                    loss.backward()
+                    loss = loss.detach()
+                elif ctx.active and cfg.grad_cache_chunk is not None:
                     # Several backward passes per step: average once, outside DDP.
                     loss = batch_backward(model, target, loss_fn, kind, batch, cfg.grad_cache_chunk)
                     ddp.average_gradients(trainable, ctx)
@@ -167,6 +182,8 @@ def _train(cfg: TrainConfig, data, callbacks, ctx: ddp.Context) -> TrainResult:
                 scheduler.step()
                 if target is not None:
                     ema_update(target, model, momentum)
+                if kind == "method":
+                    model.after_step(epoch * steps + i + 1, cfg.epochs * steps)
                 losses.append(loss.item())
                 advance(f"epoch {epoch + 1}/{cfg.epochs} loss {losses[-1]:.4f}")
             record = {
@@ -183,6 +200,8 @@ def _train(cfg: TrainConfig, data, callbacks, ctx: ddp.Context) -> TrainResult:
                 record.update(
                     evaluate(model, data, cfg.eval, augment=augment, seed=cfg.seed, linear=linear)
                 )
+                if kind == "method":
+                    record.update(model.extra_metrics(data, final=linear))
             record = ddp.broadcast_object(record, ctx)  # the other ranks wait for rank 0's
             history.append(record)
             if writes:
@@ -196,6 +215,7 @@ def _train(cfg: TrainConfig, data, callbacks, ctx: ddp.Context) -> TrainResult:
                     scheduler,
                     history,
                     data.image_shape,
+                    data.num_classes,
                 )
             for callback in callbacks:
                 callback(record)
@@ -308,6 +328,27 @@ def _objective(model, loss_fn, kind: str, y, index, targets):
         return loss_fn(*zs)
 
     return objective
+
+
+def _check_method_run(cfg: TrainConfig, ctx: ddp.Context, model) -> None:
+    """Methods train on one process, without cached gradients or a loop EMA target, with
+    the views they define."""
+    name = cfg.loss.name
+    refused = [
+        ("several processes (torchrun)", ctx.active, "launch it as a plain process"),
+        (f"grad_cache_chunk={cfg.grad_cache_chunk}", cfg.grad_cache_chunk is not None,
+         "unset grad_cache_chunk"),
+        (f"loss.ema={cfg.loss.ema}", cfg.loss.ema is not None,
+         "unset loss.ema (a method keeps its own teacher)"),
+        (f"views={cfg.views}", cfg.views not in (2, model.views),
+         f"unset views (the method draws {model.views})"),
+    ]  # fmt: skip
+    for what, bad, fix in refused:
+        if bad:
+            raise ValueError(
+                f"train: {name!r} is a method (train.methods), which trains on one process "
+                f"with its own views and teacher; it cannot run with {what}. Fix: {fix}."
+            )
 
 
 def _check_chunk(chunk: int | None, batch: int) -> None:
@@ -436,8 +477,9 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
 def make_optimizer(model: nn.Module, loss_fn: nn.Module, cfg: OptimConfig):
     """AdamW; weight decay only on weight matrices / kernels (not biases, norms or the
     loss's own parameters such as a learnable temperature)."""
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    params = [p for p in model.parameters() if p.requires_grad]  # not a method's teacher
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
     no_decay += [p for p in loss_fn.parameters() if p.requires_grad]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
     groups.append({"params": no_decay, "weight_decay": 0.0})
@@ -539,9 +581,12 @@ def evaluate(
 # ---------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(path, cfg, epoch, modules, optimizer, scheduler, history, input_shape) -> Path:
+def save_checkpoint(
+    path, cfg, epoch, modules, optimizer, scheduler, history, input_shape, num_classes=None
+) -> Path:
     """Write the full training state atomically: a temp file in the same folder, then
-    ``os.replace``, so a crash never leaves a half-written checkpoint at ``path``."""
+    ``os.replace``, so a crash never leaves a half-written checkpoint at ``path``.
+    ``num_classes`` lets ``load_model`` rebuild methods with a classifier."""
     path = Path(path)
     state = {
         "format": _FORMAT,
@@ -549,6 +594,7 @@ def save_checkpoint(path, cfg, epoch, modules, optimizer, scheduler, history, in
         "epoch": epoch,
         "config": cfg.to_dict(),
         "input_shape": list(input_shape),
+        "num_classes": num_classes,
         "model": modules["model"].state_dict(),
         "loss": modules["loss"].state_dict(),
         "target": None if modules["target"] is None else modules["target"].state_dict(),
@@ -605,10 +651,14 @@ def load_model(path) -> tuple[ContrastiveModel, TrainConfig]:
     """The trained model of a checkpoint, in eval mode, with its configuration."""
     state = load_checkpoint(path)
     cfg = TrainConfig.from_dict(state["config"])
-    loss_fn = create_loss(cfg.loss.name, **cfg.loss.params)
-    kind = input_kind(loss_fn, cfg.loss.name)
     shape = tuple(state.get("input_shape", ()))
-    model = build_model(cfg.model, shape, predictor=kind == "prediction")
+    method = find_method(cfg.loss.name)
+    if method is not None:
+        model = build_method(method, cfg, shape, state.get("num_classes") or 2, fresh=False)
+    else:
+        loss_fn = create_loss(cfg.loss.name, **cfg.loss.params)
+        kind = input_kind(loss_fn, cfg.loss.name)
+        model = build_model(cfg.model, shape, predictor=kind == "prediction")
     _load_state(model, state["model"], path, "model")
     return model.eval(), cfg
 
