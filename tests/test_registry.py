@@ -135,7 +135,8 @@ def test_queue_is_fifo_and_wraps():
 FORBIDDEN = ("contrastkit.train", "contrastkit.cli", "contrastkit.text", "contrastkit.vision",
              "contrastkit.graph", "contrastkit.recsys", "contrastkit.rl", "contrastkit.decoding",
              "contrastkit.retrieval", "contrastkit.tabular")  # fmt: skip
-LOW_LAYERS = ("core", "losses", "engine", "estimators", "methods")
+LOW_LAYERS = ("core", "losses", "engine", "estimators", "methods", "evaluation", "diagnostics")
+ADAPTERS = ("decoding",)
 
 
 def _imports(path: Path):
@@ -155,6 +156,32 @@ def test_low_layers_never_import_upwards():
                 if name.startswith(FORBIDDEN):
                     offenders.append(f"{path.relative_to(PACKAGE)} imports {name}")
     assert offenders == []
+
+
+def test_adapters_never_import_train_or_cli():
+    offenders = [
+        f"{path.relative_to(PACKAGE)} imports {name}"
+        for layer in ADAPTERS
+        for path in (PACKAGE / layer).rglob("*.py")
+        for name in _imports(path)
+        if name.startswith(("contrastkit.train", "contrastkit.cli"))
+    ]
+    assert offenders == []
+
+
+def test_heavy_optional_dependencies_load_only_when_used():
+    """``import contrastkit`` and the adapters' packages leave transformers unimported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, contrastkit, contrastkit.decoding, contrastkit.evaluation, "
+        "contrastkit.diagnostics, contrastkit.functional; "
+        "print(sorted(m for m in ('transformers', 'sentence_transformers', 'faiss') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_core_depends_on_torch_alone():

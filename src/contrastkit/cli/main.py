@@ -1,4 +1,5 @@
-"""The ``contrastkit`` command line: ``list``, ``train``, ``eval``, ``compare`` and ``bench``.
+"""The ``contrastkit`` command line: ``list``, ``train``, ``eval``, ``compare``, ``generate``
+(``cli/generate.py``) and ``bench``.
 
 This is the only module that parses argv and YAML. Configuration files hold the keys of
 ``TrainConfig`` (plus a ``compare:`` section for ``compare``); ``--set key=value`` sets a
@@ -16,6 +17,8 @@ import textwrap
 from pathlib import Path
 
 import typer
+
+from contrastkit.cli.generate import generate_command
 
 app = typer.Typer(
     help="Contrastive objectives on equal terms: list, train, evaluate and compare them.",
@@ -239,6 +242,11 @@ def write_compare_outputs(cfg, records: list[dict], skipped: dict, console) -> l
         _write_text(cfg.json, json.dumps(payload, indent=2) + "\n")
         console.print(f"json: {cfg.json}")
     return rows
+
+
+# ---------------------------------------------------------------------------- generate
+
+app.command("generate")(generate_command)
 
 
 # ---------------------------------------------------------------------------- bench
