@@ -13,67 +13,16 @@ import torch
 
 pytest.importorskip("transformers", reason="contrastkit.decoding needs transformers")
 
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM  # noqa: E402
-from transformers.utils import logging as hf_logging  # noqa: E402
-
+from _tiny_lm import MODELS, PAD, VOCAB, gpt2, left_pad  # noqa: E402
 from contrastkit.decoding import contrastive_scores, contrastive_search, generate  # noqa: E402
 
-hf_logging.set_verbosity_error()
-VOCAB = 40
-PAD = 0
 # Three prompts of different lengths (batched with left padding).
 PROMPTS = [[5, 9, 3, 17, 22], [8, 2, 30], [11, 4, 7, 25, 19, 33, 6]]
-
-
-def gpt2():
-    torch.manual_seed(0)
-    config = GPT2Config(
-        n_layer=2,
-        n_embd=32,
-        n_head=2,
-        vocab_size=VOCAB,
-        n_positions=64,
-        initializer_range=0.3,
-        bos_token_id=1,
-        eos_token_id=1,
-    )
-    return GPT2LMHeadModel(config).double().eval()
-
-
-def llama():
-    torch.manual_seed(1)
-    config = LlamaConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=VOCAB,
-        max_position_embeddings=64,
-        initializer_range=0.3,
-        bos_token_id=1,
-        eos_token_id=1,
-        pad_token_id=PAD,
-    )
-    return LlamaForCausalLM(config).double().eval()
-
-
-MODELS = {"gpt2": gpt2, "llama": llama}
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))
 def model(request):
     return MODELS[request.param]()
-
-
-def left_pad(prompts, pad=PAD):
-    width = max(map(len, prompts))
-    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p) :] = torch.tensor(p)
-        mask[i, width - len(p) :] = 1
-    return ids, mask
 
 
 def new_tokens(out, prompts):
@@ -345,27 +294,17 @@ def test_stopping_criteria_per_row_and_all_rows():
 )
 def test_sampling_equals_naive_loop_with_same_generator(model, method, kwargs):
     ids, mask = left_pad(PROMPTS)
-    out = generate(
-        model,
-        ids,
-        mask,
-        method=method,
-        max_new_tokens=10,
-        generator=torch.Generator().manual_seed(7),
-        **kwargs,
-    )
+
+    def draw():
+        generator = torch.Generator().manual_seed(7)
+        return generate(
+            model, ids, mask, method=method, max_new_tokens=10, generator=generator, **kwargs
+        )
+
+    out = draw()
     want = naive_sampling(model, PROMPTS, method, 10, torch.Generator().manual_seed(7), **kwargs)
     assert new_tokens(out, PROMPTS) == want
-    again = generate(
-        model,
-        ids,
-        mask,
-        method=method,
-        max_new_tokens=10,
-        generator=torch.Generator().manual_seed(7),
-        **kwargs,
-    )
-    assert torch.equal(out, again)
+    assert torch.equal(out, draw())
 
 
 def test_generate_defaults_and_contrastive_route():

@@ -14,9 +14,7 @@ import torch
 
 pytest.importorskip("transformers", reason="contrastkit.decoding needs transformers")
 
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM  # noqa: E402
-from transformers.utils import logging as hf_logging  # noqa: E402
-
+from _tiny_lm import MODELS, PAD, VOCAB, gpt2, left_pad  # noqa: E402
 from contrastkit.decoding import (  # noqa: E402
     adacad_generate,
     cad_generate,
@@ -25,62 +23,13 @@ from contrastkit.decoding import (  # noqa: E402
     jensen_shannon,
 )
 
-hf_logging.set_verbosity_error()
-VOCAB = 40
-PAD = 0
 CONTEXTS = [[5, 9, 3, 17, 22, 12, 8], [8, 2, 30, 14], [11, 4, 7, 25, 19, 33, 6, 21, 2]]
 PLAINS = [[17, 22], [30, 14, 9], [21, 2]]
-
-
-def gpt2():
-    torch.manual_seed(0)
-    config = GPT2Config(
-        n_layer=2,
-        n_embd=32,
-        n_head=2,
-        vocab_size=VOCAB,
-        n_positions=64,
-        initializer_range=0.3,
-        bos_token_id=1,
-        eos_token_id=1,
-    )
-    return GPT2LMHeadModel(config).double().eval()
-
-
-def llama():
-    torch.manual_seed(1)
-    config = LlamaConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=VOCAB,
-        max_position_embeddings=64,
-        initializer_range=0.3,
-        bos_token_id=1,
-        eos_token_id=1,
-        pad_token_id=PAD,
-    )
-    return LlamaForCausalLM(config).double().eval()
-
-
-MODELS = {"gpt2": gpt2, "llama": llama}
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))
 def model(request):
     return MODELS[request.param]()
-
-
-def left_pad(prompts, pad=PAD):
-    width = max(map(len, prompts))
-    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p) :] = torch.tensor(p)
-        mask[i, width - len(p) :] = 1
-    return ids, mask
 
 
 def ref_jsd(logits_p, logits_q):

@@ -58,23 +58,20 @@ def generate_command(
 ) -> None:
     """Generate continuations and report tokens per second (one cached loop for every
     method, so the speeds compare like with like)."""
+    settings = {
+        "alpha": alpha,
+        "threshold": threshold,
+        "k": k,
+        "p": p,
+        "temperature": temperature,
+        "max_new_tokens": max_new_tokens,
+        "seed": seed,
+        "chat": chat,
+        "batch_size": batch_size,
+    }
     try:
-        report = _generate(
-            model,
-            gguf_file,
-            method,
-            _read_prompts(prompts, prompts_file),
-            context,
-            alpha,
-            threshold,
-            k,
-            p,
-            temperature,
-            max_new_tokens,
-            batch_size,
-            seed,
-            chat,
-        )
+        prompts = _read_prompts(prompts, prompts_file)
+        report = _generate(model, gguf_file, method, prompts, context, settings)
     except _USER_ERRORS as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(code=2) from None
@@ -103,22 +100,8 @@ def _read_prompts(prompts, prompts_file) -> list[str]:
     return items
 
 
-def _generate(
-    model_name,
-    gguf_file,
-    method,
-    prompts,
-    context,
-    alpha,
-    threshold,
-    k,
-    p,
-    temperature,
-    max_new_tokens,
-    batch_size,
-    seed,
-    chat,
-):
+def _generate(model_name, gguf_file, method, prompts, context, settings):
+    batch_size, chat = settings["batch_size"], settings["chat"]
     if method not in METHODS:
         raise ValueError(
             f"generate: `--method` is {method!r}; it must be one of {', '.join(METHODS)}"
@@ -138,18 +121,7 @@ def _generate(
     else:
         model, tokenizer = load_causal_lm(model_name, gguf_file=gguf_file)
     tokenizer.padding_side = "left"
-    generator = torch.Generator(device=model.device).manual_seed(seed)
-    settings = {
-        "alpha": alpha,
-        "threshold": threshold,
-        "k": k,
-        "p": p,
-        "temperature": temperature,
-        "max_new_tokens": max_new_tokens,
-        "seed": seed,
-        "chat": chat,
-        "batch_size": batch_size,
-    }
+    generator = torch.Generator(device=model.device).manual_seed(settings["seed"])
     rows, total_new, seconds = [], 0, 0.0
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]

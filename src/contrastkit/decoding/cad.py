@@ -32,6 +32,7 @@ import torch
 
 from contrastkit.core.validation import _fail, check_flag, check_tensor
 from contrastkit.decoding.search import (
+    _check_generator,
     _check_int,
     _check_model,
     _check_pad,
@@ -284,15 +285,7 @@ def _contrast_loop(
             "it must be a number in (0, 1]",
             "pass e.g. top_p=0.9 (with do_sample=True)",
         )
-    if generator is not None and not isinstance(generator, torch.Generator):
-        _fail(
-            owner,
-            "generator",
-            f"is a {type(generator).__name__}",
-            "it must be a torch.Generator",
-            "pass torch.Generator().manual_seed(0)",
-            TypeError,
-        )
+    _check_generator(generator, owner)
     eos = _check_token_ids(eos_token_id, owner, "eos_token_id")
     batch = context_ids.shape[0]
     can_stop = eos is not None or stopping_criteria is not None

@@ -85,6 +85,18 @@ def _check_token_ids(value, owner: str, arg: str) -> list[int] | None:
     return [int(i) for i in items]
 
 
+def _check_generator(generator, owner: str) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        _fail(
+            owner,
+            "generator",
+            f"is a {type(generator).__name__}",
+            "it must be a torch.Generator",
+            "pass torch.Generator().manual_seed(0)",
+            TypeError,
+        )
+
+
 def _check_model(model, owner: str):
     if not callable(model) or not hasattr(model, "config"):
         _fail(
@@ -560,33 +572,11 @@ def generate(
             "greedy and contrastive search use the model's own probabilities",
             "leave temperature=1.0 or use method='topk' / 'nucleus'",
         )
-    if generator is not None and not isinstance(generator, torch.Generator):
-        _fail(
-            owner,
-            "generator",
-            f"is a {type(generator).__name__}",
-            "it must be a torch.Generator",
-            "pass torch.Generator().manual_seed(0)",
-            TypeError,
-        )
+    _check_generator(generator, owner)
     if method == "contrastive":
         alpha = check_in_range(alpha, owner, "alpha", 0.0, 1.0, "pass e.g. alpha=0.6")
-        k = DEFAULTS["contrastive"]["k"] if k is None else k
-        return _run(
-            model,
-            input_ids,
-            attention_mask,
-            owner,
-            "contrastive",
-            max_new_tokens,
-            eos_token_id,
-            pad_token_id,
-            stopping_criteria,
-            k=k,
-            alpha=alpha,
-        )
-    if method == "topk":
-        k = DEFAULTS["topk"]["k"] if k is None else k
+    if method in ("topk", "contrastive"):
+        k = DEFAULTS[method]["k"] if k is None else k
     if method == "nucleus":
         p = DEFAULTS["nucleus"]["p"] if p is None else p
         if isinstance(p, bool) or not isinstance(p, int | float) or not (0 < p <= 1):
@@ -609,6 +599,7 @@ def generate(
         pad_token_id,
         stopping_criteria,
         k=k,
+        alpha=alpha,
         p=p,
         temperature=float(temperature),
         generator=generator,
