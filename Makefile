@@ -16,7 +16,7 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e ".[dev,bench,decoding]"
+	$(PY) -m pip install --quiet -e ".[dev,bench,decoding,text]"
 	# Second references in the tests: pytorch-metric-learning (a dev dependency), lightly,
 	# open_clip, and the official symile, diffsort and POT packages. --no-deps because lightly
 	# and open_clip pull torchvision; the tests load only their torch-only loss files.

@@ -1,6 +1,12 @@
 """Pure loss functions: tensors in, loss out, no state."""
 
 from contrastkit.losses.cacr import cacr
+from contrastkit.losses.debcse import (
+    debcse,
+    debcse_propensity,
+    debcse_select,
+    debcse_weights,
+)
 from contrastkit.losses.groco import groco
 from contrastkit.losses.hardness_aware import hard_contrastive, simple_contrastive
 from contrastkit.losses.info_nce import (
@@ -25,6 +31,7 @@ from contrastkit.losses.isogclr import (
 from contrastkit.losses.listwise import listwise_wasserstein
 from contrastkit.losses.m3col import m3col
 from contrastkit.losses.multi_view import mv_dhel, mv_info_nce, pairwise_info_nce
+from contrastkit.losses.multicsr import false_negative_mask, multicsr
 from contrastkit.losses.one_to_k import one_to_k
 from contrastkit.losses.redundancy import barlow_twins, vicreg
 from contrastkit.losses.regression import normalized_regression
@@ -42,14 +49,25 @@ from contrastkit.losses.symile import (
     symile_scores,
 )
 from contrastkit.losses.triplet import triplet_margin
+from contrastkit.losses.whitened_cse import (
+    shuffled_group_whitening,
+    whitened_cse,
+    whitened_cse_objective,
+    whitened_views,
+)
 
 __all__ = [
     "barlow_twins",
     "cacr",
     "clip",
     "dcl",
+    "debcse",
+    "debcse_propensity",
+    "debcse_select",
+    "debcse_weights",
     "dclw",
     "debiased_info_nce",
+    "false_negative_mask",
     "global_contrastive_objective",
     "groco",
     "hard_contrastive",
@@ -61,6 +79,7 @@ __all__ = [
     "m3col",
     "masked_info_nce",
     "moco",
+    "multicsr",
     "mv_dhel",
     "mv_info_nce",
     "next_token_nll",
@@ -70,6 +89,7 @@ __all__ = [
     "pairwise_clip",
     "pairwise_clip_scores",
     "pairwise_info_nce",
+    "shuffled_group_whitening",
     "siglip",
     "simctg",
     "simctg_contrastive",
@@ -87,4 +107,7 @@ __all__ = [
     "symile_scores",
     "triplet_margin",
     "vicreg",
+    "whitened_cse",
+    "whitened_cse_objective",
+    "whitened_views",
 ]

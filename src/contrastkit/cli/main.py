@@ -94,11 +94,28 @@ def train_command(
         "the loss still sees the whole batch, activation memory is that of N samples.",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    domain: str = typer.Option(
+        "image",
+        "--domain",
+        help="image (the loop on image data) or text (contrastkit.text: sentence encoders; "
+        "--objective is a text method, --set keys are TextTrainConfig's).",
+    ),
 ) -> None:
     """Train one objective; writes OUT/metrics.jsonl and OUT/checkpoint.pt every epoch.
 
     With --resume and no --config, the checkpoint's own configuration is used.
     """
+    if domain == "text":
+        flags = {"method": loss, "epochs": epochs, "seed": seed, "out": out}
+        flags["resume"] = None if resume is None else str(resume)
+        refused = {"--views": views, "--grad-cache-chunk": grad_cache_chunk}
+        _train_text(config, sets, flags, refused, progress)
+        return
+    if domain != "image":
+        with _user_errors():
+            raise ValueError(
+                f"--domain is {domain!r}; it must be 'image' or 'text'. Fix: pick one of them."
+            )
     with _user_errors():
         from contrastkit.train import TrainConfig, apply_overrides, config_from_checkpoint, train
 
@@ -126,40 +143,132 @@ def train_command(
     console.print(f"checkpoint: {result.checkpoint}\nmetrics: {Path(cfg.out) / 'metrics.jsonl'}")
 
 
+def _train_text(config, sets, flags: dict, refused: dict, progress: bool) -> None:
+    """``train --domain text``: ``contrastkit.text.train_text_from_dict`` on the YAML keys,
+    ``--set`` overrides and flags (``--objective`` names the text method)."""
+    with _user_errors():
+        given = [name for name, value in refused.items() if value is not None]
+        if given:
+            raise ValueError(
+                f"train --domain text: {', '.join(given)} apply to image training only. Fix: "
+                f"drop them (text methods draw their own views)."
+            )
+        from contrastkit.text.train import train_text_from_dict
+
+        raw = _read_yaml(config) if config is not None else {}
+        raw.update(_parse_sets(sets))
+        raw.update({k: v for k, v in flags.items() if v is not None})
+        raw["progress"] = progress
+        result = train_text_from_dict(raw)
+    cfg = result.config
+    _console().print(_metrics_table(f"{cfg.method} (text), seed {cfg.seed}", result.metrics))
+    if result.checkpoint is not None:
+        _console().print(f"checkpoint: {result.checkpoint}")
+
+
 # ---------------------------------------------------------------------------- eval
 
 
 @app.command("eval")
 def eval_command(
-    checkpoint: Path = typer.Argument(..., help="A checkpoint.pt written by `train`."),
+    checkpoint: Path | None = typer.Argument(
+        None, help="A checkpoint.pt written by `train` (image or --domain text)."
+    ),
     data: str | None = typer.Option(
         None, "--data", help="digits, mnist or mnist5k (or NAME-textures)."
     ),
     sets: list[str] | None = SetOption,
     linear: bool = typer.Option(True, "--linear/--no-linear", help="Fit a linear probe."),
     json_path: Path | None = typer.Option(None, "--json", help="Also write the metrics here."),
+    task: str | None = typer.Option(
+        None,
+        "--task",
+        help="Text tasks: stsb (Spearman on STS-B) or retrieval (nDCG@10, Recall@100, "
+        "MRR@10). Without --task: kNN, linear probe and diagnostics of an image checkpoint.",
+    ),
+    model: str | None = typer.Option(
+        None, "--model", help="Text tasks without a checkpoint: a model folder [all-MiniLM-L6-v2]."
+    ),
+    split: str = typer.Option("test", "--split", help="STS-B split of the text tasks."),
+    corpus: str = typer.Option(
+        "stsb",
+        "--corpus",
+        help="retrieval: stsb (pairs scoring >= 4 against all sentences of --split) or a "
+        "document file (one per line) for held-out crop retrieval.",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the crop-retrieval queries."),
+    encoding: str = typer.Option("utf-8", "--encoding", help="Encoding of the --corpus file."),
 ) -> None:
-    """Evaluate a checkpoint: kNN and linear-probe accuracy, and geometry diagnostics.
+    """Evaluate a checkpoint: kNN and linear-probe accuracy, and geometry diagnostics; or,
+    with --task, a text encoder on STS-B or a retrieval task.
 
     --set takes keys of the checkpoint's configuration (e.g. data.root, eval.knn_k).
     """
+    if task is not None:
+        title, metrics = _eval_text(task, checkpoint, model, split, (corpus, seed, encoding))
+        _console().print(_metrics_table(title, metrics))
+        if json_path is not None:
+            payload = {"checkpoint": None if checkpoint is None else str(checkpoint)}
+            payload.update(task=task, model=model, metrics=metrics)
+            _write_text(json_path, json.dumps(payload, indent=2) + "\n")
+        return
     with _user_errors():
+        if checkpoint is None:
+            raise ValueError(
+                "eval: no checkpoint given. Fix: pass a checkpoint.pt, or --task stsb|retrieval "
+                "to evaluate a text encoder."
+            )
         from contrastkit.train import TrainConfig, apply_overrides, evaluate, load_dataset
         from contrastkit.train.augment import build_augment
         from contrastkit.train.loop import load_model
 
-        model, saved = load_model(checkpoint)
+        model_, saved = load_model(checkpoint)
         overrides = _parse_sets(sets)
         if data is not None:
             overrides["data.name"] = data
         cfg = TrainConfig.from_dict(apply_overrides(saved.to_dict(), overrides))
         dataset = load_dataset(cfg.data)
         augment = build_augment(cfg.augment, dataset.image_shape[1:])
-        metrics = evaluate(model, dataset, cfg.eval, augment=augment, seed=cfg.seed, linear=linear)
+        metrics = evaluate(model_, dataset, cfg.eval, augment=augment, seed=cfg.seed, linear=linear)
     _console().print(_metrics_table(f"{checkpoint} on {cfg.data.name}", metrics))
     if json_path is not None:
         payload = {"checkpoint": str(checkpoint), "data": cfg.data.name, "metrics": metrics}
         _write_text(json_path, json.dumps(payload, indent=2) + "\n")
+
+
+def _eval_text(task, checkpoint, model, split, crop) -> tuple[str, dict]:
+    """``eval --task stsb|retrieval``: the encoder of a text checkpoint, or a model folder."""
+    with _user_errors():
+        if task not in ("stsb", "retrieval"):
+            raise ValueError(
+                f"--task is {task!r}; text tasks are 'stsb' and 'retrieval'. Fix: pick one, "
+                f"or drop --task to evaluate an image checkpoint."
+            )
+        from contrastkit.text import TextEncoder, encoder_from_checkpoint
+
+        if checkpoint is not None and model is not None:
+            raise ValueError("eval: pass a checkpoint or --model, not both. Fix: drop one.")
+        if checkpoint is not None:
+            encoder, name = encoder_from_checkpoint(checkpoint), str(checkpoint)
+        else:
+            encoder, name = TextEncoder.from_pretrained(model), model or "all-MiniLM-L6-v2"
+        if task == "stsb":
+            from contrastkit.evaluation.sts import evaluate_sts
+            from contrastkit.text.data import stsb
+
+            return f"{name}: STS-B {split}", evaluate_sts(encoder, stsb(split))
+        from contrastkit.text.tasks import (
+            crop_retrieval_task,
+            evaluate_retrieval,
+            stsb_retrieval_task,
+        )
+
+        corpus, seed, encoding = crop
+        if corpus == "stsb":
+            built = stsb_retrieval_task(split)
+        else:
+            built = crop_retrieval_task(corpus, seed=seed, encoding=encoding)
+        return f"{name}: {built.name}", evaluate_retrieval(encoder, built)
 
 
 # ---------------------------------------------------------------------------- compare

@@ -12,6 +12,9 @@ floats. scikit-learn is imported only inside the functions that use it.
 - ``rep_n``, ``diversity``, ``repetition_and_diversity``, ``coherence``: generated text
   (SimCTG; Su & Collier, TMLR 2023); ``exact_match``, ``f1``, ``qa_scores``: SQuAD answer
   metrics. MAUVE is not available offline (see ``evaluation.generation``).
+- ``sts_scores``, ``evaluate_sts``, ``encode_texts``: STS Spearman / Pearson of cosine,
+  Manhattan, Euclidean and dot similarity, as sentence-transformers'
+  ``EmbeddingSimilarityEvaluator`` (scipy imported inside).
 """
 
 from contrastkit.evaluation.clustering import clustering_scores
@@ -30,12 +33,15 @@ from contrastkit.evaluation.knn import knn_accuracy
 from contrastkit.evaluation.linear import linear_probe, linear_probe_regression
 from contrastkit.evaluation.rank_variance import mean_rank_variance
 from contrastkit.evaluation.retrieval import retrieval_from_embeddings, retrieval_metrics
+from contrastkit.evaluation.sts import encode_texts, evaluate_sts, sts_scores
 
 __all__ = [
     "clustering_scores",
     "coherence",
     "diversity",
+    "encode_texts",
     "episode_accuracy",
+    "evaluate_sts",
     "exact_match",
     "f1",
     "knn_accuracy",
@@ -49,4 +55,5 @@ __all__ = [
     "retrieval_from_embeddings",
     "retrieval_metrics",
     "sample_episodes",
+    "sts_scores",
 ]

@@ -6,6 +6,7 @@ A module stores hyperparameters and state and calls its pure function, which is 
 
 from contrastkit.losses.base import ContrastiveLoss
 from contrastkit.losses.cacr import CACR
+from contrastkit.losses.debcse import DebCSE
 from contrastkit.losses.groco import GroCo
 from contrastkit.losses.hardness_aware import HardContrastive, SimpleContrastive
 from contrastkit.losses.info_nce import (
@@ -22,6 +23,7 @@ from contrastkit.losses.isogclr import ISogCLR, SogCLR
 from contrastkit.losses.listwise import ListwiseWasserstein
 from contrastkit.losses.m3col import M3CoL
 from contrastkit.losses.multi_view import MVDHEL, MVInfoNCE, PairwiseInfoNCE
+from contrastkit.losses.multicsr import MultiCSR
 from contrastkit.losses.one_to_k import OneToK
 from contrastkit.losses.redundancy import BarlowTwins, VICReg
 from contrastkit.losses.regression import BYOL, SimSiam
@@ -33,6 +35,7 @@ from contrastkit.losses.spectral import SpectralContrastive
 from contrastkit.losses.supremix import SupReMix
 from contrastkit.losses.symile import PairwiseCLIP, Symile
 from contrastkit.losses.triplet import TripletMargin
+from contrastkit.losses.whitened_cse import WhitenedCSE
 
 __all__ = [
     "BYOL",
@@ -44,6 +47,7 @@ __all__ = [
     "MVDHEL",
     "BarlowTwins",
     "ContrastiveLoss",
+    "DebCSE",
     "DebiasedInfoNCE",
     "GroCo",
     "HardContrastive",
@@ -53,6 +57,7 @@ __all__ = [
     "M3CoL",
     "MVInfoNCE",
     "MoCo",
+    "MultiCSR",
     "OneToK",
     "PairwiseCLIP",
     "PairwiseInfoNCE",
@@ -69,4 +74,5 @@ __all__ = [
     "Symile",
     "TripletMargin",
     "VICReg",
+    "WhitenedCSE",
 ]
