@@ -71,6 +71,31 @@ def check_embeddings(x, owner: str, arg: str = "embeddings", ndim: Sequence[int]
     return x
 
 
+def check_texts(texts, owner: str, arg: str = "texts") -> list[str]:
+    """``texts`` as a list of str (any iterable of str; a lone str is refused)."""
+    if isinstance(texts, str):
+        _fail(
+            owner,
+            arg,
+            "is a single str",
+            "it must be a list of strings",
+            "wrap it: [text]",
+            TypeError,
+        )
+    texts = list(texts)
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        _fail(
+            owner,
+            arg,
+            f"has non-string items at positions {bad[:8]} (e.g. {texts[bad[0]]!r})",
+            "every item must be a str",
+            "convert the items with str() or drop them",
+            TypeError,
+        )
+    return texts
+
+
 def check_batch_size(n: int, owner: str, arg: str = "embeddings", minimum: int = 2) -> None:
     if n < minimum:
         _fail(

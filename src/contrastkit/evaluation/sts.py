@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from contrastkit.core.validation import _fail, check_same_shape
+from contrastkit.core.validation import _fail, check_same_shape, check_texts
 from contrastkit.diagnostics._inputs import as_embeddings, as_tensor, check_int
 
 __all__ = ["SIMILARITY_FNS", "encode_texts", "evaluate_sts", "sts_scores"]
@@ -173,26 +173,7 @@ def encode_texts(encode, texts: Sequence[str], batch_size: int = 64) -> torch.Te
     """
     owner = "encode_texts"
     batch_size = check_int(batch_size, owner, "batch_size", 1, "pass e.g. batch_size=64")
-    if isinstance(texts, str):
-        _fail(
-            owner,
-            "texts",
-            "is a single str",
-            "it must be a list of strings",
-            "wrap it: [text]",
-            TypeError,
-        )
-    texts = list(texts)
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-    if bad:
-        _fail(
-            owner,
-            "texts",
-            f"has non-string items at positions {bad[:8]}",
-            "every item must be a str",
-            "convert the items with str()",
-            TypeError,
-        )
+    texts = check_texts(texts, owner)
     method = getattr(encode, "encode", None)
     if callable(method):
         call = lambda chunk: method(chunk, batch_size=batch_size)  # noqa: E731

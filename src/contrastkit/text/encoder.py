@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from contrastkit.core.validation import _fail
+from contrastkit.core.validation import _fail, check_texts
 
 POOLINGS = ("mean", "cls", "last")
 _ST_MODES = {  # sentence-transformers Pooling config key -> our pooling name
@@ -157,7 +157,7 @@ class TextEncoder(torch.nn.Module):
 
     def tokenize(self, texts) -> dict:
         """Pad to the longest text, truncate at ``max_length``; tensors on the CPU."""
-        texts = _check_texts(texts, "TextEncoder.tokenize")
+        texts = check_texts(texts, "TextEncoder.tokenize")
         enc = self.tokenizer(
             texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
@@ -178,7 +178,7 @@ class TextEncoder(torch.nn.Module):
         """Embeddings of ``texts`` without gradient in eval mode (the training flag is
         restored). ``normalize=None`` follows the encoder's own ``normalize``; True / False
         force it. Returns a float tensor on the encoder's device."""
-        texts = _check_texts(texts, "TextEncoder.encode")
+        texts = check_texts(texts, "TextEncoder.encode")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             _fail(
                 "TextEncoder.encode",
@@ -216,30 +216,6 @@ class TextEncoder(torch.nn.Module):
         self.tokenizer.save_pretrained(str(path))
         _write_sentence_transformers_config(path, self)
         return path
-
-
-def _check_texts(texts, owner: str) -> list[str]:
-    if isinstance(texts, str):
-        _fail(
-            owner,
-            "texts",
-            "is a single str",
-            "it must be a list of strings",
-            "wrap it: [text]",
-            TypeError,
-        )
-    texts = list(texts)
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-    if bad:
-        _fail(
-            owner,
-            "texts",
-            f"has non-string items at positions {bad[:8]} (e.g. {texts[bad[0]]!r})",
-            "every item must be a str",
-            "convert the items with str() or drop them",
-            TypeError,
-        )
-    return texts
 
 
 def _transformer_folder(path: Path) -> Path:

@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from contrastkit.core.validation import _fail
+from contrastkit.core.validation import _fail, check_texts
 from contrastkit.diagnostics._inputs import CHUNK_ELEMENTS, check_int
 from contrastkit.evaluation.retrieval import _check_ks
 from contrastkit.evaluation.sts import encode_texts
@@ -248,18 +248,7 @@ def _documents(documents, owner: str, encoding: str = "utf-8") -> list[str]:
         from contrastkit.text.data import read_sentences
 
         return read_sentences(documents, encoding)
-    docs = list(documents)
-    bad = [i for i, d in enumerate(docs) if not isinstance(d, str)]
-    if bad:
-        _fail(
-            owner,
-            "documents",
-            f"has non-string items at positions {bad[:8]}",
-            "documents must be strings (or pass a path: one document per line)",
-            "convert them with str()",
-            TypeError,
-        )
-    return docs
+    return check_texts(documents, owner, "documents")
 
 
 def crop_retrieval_task(
