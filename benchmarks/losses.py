@@ -901,9 +901,22 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         args.json.write_text(json.dumps(payload, indent=1) + "\n")
         print(f"json: {args.json}", file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render_markdown(payload))
+    kept = kept_sections(args.out.read_text()) if args.out.is_file() else ""
+    args.out.write_text(render_markdown(payload) + kept)
     print(f"markdown: {args.out}", file=sys.stderr)
     return 0
+
+
+# Sections other benchmark scripts own (scripts/text_epoch_cost.py writes "## Text: ...").
+KEPT_PREFIXES = ("## Text:",)
+
+
+def kept_sections(markdown: str) -> str:
+    """The sections of ``markdown`` whose heading starts with one of ``KEPT_PREFIXES``
+    (each up to the next ``## `` heading), to append after a rewrite."""
+    parts = re.split(r"(?m)^(?=## )", markdown)
+    kept = [p.rstrip("\n") + "\n" for p in parts if p.startswith(KEPT_PREFIXES)]
+    return "".join("\n" + p for p in kept)
 
 
 if __name__ == "__main__":

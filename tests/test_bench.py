@@ -118,3 +118,11 @@ def test_cli_bench_outside_a_checkout(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["bench", "--quick"])
     assert result.exit_code == 2
     assert "needs a source checkout" in result.output
+
+
+def test_rewrite_keeps_the_sections_other_scripts_own():
+    from benchmarks.losses import kept_sections
+
+    old = "# Bench\n## Loss grid\nold rows\n## Text: epoch cost\n| B | s |\n| 16 | 1.4 |\n## Not run\nx\n"
+    assert kept_sections(old) == "\n## Text: epoch cost\n| B | s |\n| 16 | 1.4 |\n"
+    assert kept_sections("# Bench\n## Loss grid\nrows\n") == ""

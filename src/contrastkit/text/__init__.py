@@ -27,6 +27,7 @@ from contrastkit.text.methods import (
     create_text_method,
     list_text_methods,
     register_text_method,
+    supports_grad_cache,
 )
 from contrastkit.text.simcse import SimCSESup, SimCSEUnsup, simcse_loss
 from contrastkit.text.tasks import (
@@ -70,6 +71,7 @@ __all__ = [
     "read_triples",
     "register_text_method",
     "simcse_loss",
+    "supports_grad_cache",
     "stsb",
     "stsb_sentences",
     "stsb_retrieval_task",

@@ -16,6 +16,9 @@ expose the two halves of ``batch_loss``:
 
 :func:`split_batch_loss` is then the plain ``batch_loss`` (all lists in one encoder
 pass), and ``contrastkit.text.train.cached_text_backward`` its GradCache counterpart.
+A subclass that overrides ``batch_loss`` of a split-protocol method must keep the two
+halves consistent with it (or set them to ``None``): ``grad_cache_chunk`` trains the
+halves, not ``batch_loss``.
 """
 
 from __future__ import annotations

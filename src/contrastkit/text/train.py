@@ -81,7 +81,7 @@ class TextTrainConfig:
     max_steps: int | None = None  # stop after this many optimizer steps in all
     eval_stsb: bool = False  # Spearman on STS-B dev after every epoch
     device: str | None = None  # None: cuda when available, else cpu
-    grad_cache_chunk: int | None = None  # GradCache: examples per encoder chunk; None: off
+    grad_cache_chunk: int | None = None  # GradCache: examples per encoder pass; None: off
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -276,9 +276,16 @@ def cached_text_backward(method, encoder, batch, chunk_size: int) -> torch.Tenso
     draws). With smaller chunks the dropout masks are drawn chunk by chunk, so the loss
     equals that of a plain pass encoding the same chunks in sequence from the same random
     state, not the one-pass loss (whose masks are drawn for the whole batch at once);
-    without dropout (eval mode) the two agree to float rounding. Departure from the
-    official GradCache: no mixed precision or DDP wiring (the engine pass has a ``scaler``;
-    not exposed here).
+    without dropout (eval mode) the two agree to float rounding.
+
+    Departures from the official code (luyug/GradCache ``src/grad_cache/grad_cache.py``,
+    ``GradCache.cache_step``): there every model input (here: every text list) is split
+    and encoded on its own, chunk after chunk; here one chunk holds the rows of every
+    list (``k * chunk_size`` encoder rows for ``k`` lists), so that one chunk is the plain
+    one-pass SimCSE encoding, as ``contrastkit.train.loop.batch_backward`` does for two
+    views. The re-run back-propagates with ``autograd.backward(reps, cached)`` instead of
+    the official surrogate dot product (the same gradient). No mixed precision and no
+    DDP ``no_sync`` wiring here.
     """
     owner = f"grad_cache_chunk with method {getattr(method, 'name', '') or type(method).__name__!r}"
     lists = check_embed_inputs(method.embed_inputs(batch), owner)
