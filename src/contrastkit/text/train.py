@@ -524,19 +524,10 @@ def save_text_checkpoint(
 
 def load_text_checkpoint(path) -> dict:
     """Read and check a text training checkpoint."""
+    from contrastkit.train.loop import read_checkpoint_file
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"checkpoint {path} does not exist. Fix: pass the checkpoint.pt of a text run "
-            f"folder (written after every epoch when `out` is set)."
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a damaged file
-        raise ValueError(
-            f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e)[:200]}). Fix: "
-            f"resume from an intact checkpoint, or start a new run."
-        ) from e
+    state = read_checkpoint_file(path, "text ")
     if not isinstance(state, dict) or state.get("format") != _FORMAT:
         raise ValueError(
             f"checkpoint {path} is not a contrastkit text checkpoint. Fix: pass a "

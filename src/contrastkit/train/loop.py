@@ -607,22 +607,30 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(path) -> dict:
-    """Read and check a training checkpoint; a bad file raises ``ValueError`` naming it."""
+def read_checkpoint_file(path, kind: str = "") -> object:
+    """``torch.load`` of a checkpoint file (weights only, on the CPU); a missing file raises
+    ``FileNotFoundError`` and a damaged one ``ValueError``, each naming the file and the fix.
+    ``kind`` qualifies the run in the message (e.g. ``"text "``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"checkpoint {path} does not exist. Fix: pass the checkpoint.pt of a run folder "
-            f"(written after every epoch when `out` is set)."
+            f"checkpoint {path} does not exist. Fix: pass the checkpoint.pt of a {kind}run "
+            f"folder (written after every epoch when `out` is set)."
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a damaged file
         raise ValueError(
             f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e)[:200]}): it is "
             f"corrupt or not a torch file. Fix: resume from an intact checkpoint, or start "
             f"a new run without `resume`."
         ) from e
+
+
+def load_checkpoint(path) -> dict:
+    """Read and check a training checkpoint; a bad file raises ``ValueError`` naming it."""
+    path = Path(path)
+    state = read_checkpoint_file(path)
     missing = [
         k
         for k in ("format", "version", "epoch", "config", "input_shape", "model")
