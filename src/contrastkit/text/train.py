@@ -27,7 +27,6 @@ key=value``: the keys are the fields of :class:`TextTrainConfig` (dotted
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -363,7 +362,13 @@ def train_text(cfg: TextTrainConfig, examples=None, callbacks=()) -> TextTrainRe
 
     ``examples`` (a list in the method's ``inputs`` shape) replaces ``cfg.data``;
     each of ``callbacks`` is called with every epoch's record after its checkpoint."""
-    from contrastkit.train.loop import _progress, epoch_seed, seed_everything
+    from contrastkit.train.loop import (
+        _append_jsonl,
+        _progress,
+        _write_jsonl,
+        epoch_seed,
+        seed_everything,
+    )
 
     if not isinstance(cfg, TextTrainConfig):
         _fail(
@@ -588,15 +593,3 @@ def _restore(cfg, encoder, method, optimizer, scheduler):
     if "cuda" in state["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     return int(state["epoch"]), int(state["step"]), list(state["history"])
-
-
-def _write_jsonl(path: Path, records: list[dict]) -> None:
-    from contrastkit.train.loop import _atomic_write
-
-    text = "".join(json.dumps(r) + "\n" for r in records).encode()
-    _atomic_write(path, lambda f: f.write(text))
-
-
-def _append_jsonl(path: Path, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
