@@ -35,6 +35,7 @@ def test_list_shows_objectives_with_papers():
     assert result.exit_code == 0, result.output
     assert "infonce" in result.output and "supcon" in result.output
     assert "SimCLR" in result.output  # InfoNCE's paper
+    assert "simcse_unsup" in result.output and "contriever" in result.output  # text methods
 
 
 def test_train_rejects_unknown_key_with_the_valid_list(tmp_path):

@@ -68,6 +68,17 @@ def list_command() -> None:
     for info in METHODS.values():
         methods.add_row(info.name, info.summary, info.paper)
     _console().print(methods)
+    from contrastkit.text import TEXT_METHODS
+
+    text = Table(title="contrastkit text methods (`train --domain text --objective NAME`)")
+    for column in ("name", "inputs", "summary", "paper"):
+        text.add_column(
+            column, no_wrap=column == "name", style="bold" if column == "name" else None
+        )
+    for name in sorted(TEXT_METHODS):
+        cls = TEXT_METHODS[name]
+        text.add_row(name, cls.inputs, cls.summary, cls.paper)
+    _console().print(text)
 
 
 # ---------------------------------------------------------------------------- train
