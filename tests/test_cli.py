@@ -113,7 +113,9 @@ def test_compare_writes_markdown_png_and_json(tmp_path):
     assert "| infonce |" in table and "| vicreg |" in table and "± " in table
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     payload = json.loads(js.read_text())
-    assert len(payload["records"]) == 4 and payload["skipped"] == {"not_a_loss": "not registered"}
+    assert len(payload["records"]) == 4 and payload["skipped"] == {
+        "not_a_loss": "not registered (neither a loss nor a method)"
+    }
 
 
 def test_compare_unknown_section_key(tmp_path):

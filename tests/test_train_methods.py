@@ -245,3 +245,18 @@ def test_cli_trains_a_method_and_evaluates_its_checkpoint(tmp_path):
     assert "knn_acc" in result.output
     listed = runner.invoke(app, ["list"])
     assert listed.exit_code == 0 and "core_tuning" in listed.output and "beclr" in listed.output
+
+
+def test_compare_trains_methods_beside_losses():
+    from contrastkit.train import CompareConfig, aggregate, compare, resolve_losses
+
+    assert resolve_losses(["infonce", "CMIM", "nope"]) == (
+        ["infonce", "cmim"],
+        {"nope": "not registered (neither a loss nor a method)"},
+    )
+    cfg = CompareConfig.from_dict(
+        {**TINY, "epochs": 1, "compare": {"losses": ["infonce", "cmim"], "seeds": [0]}}
+    )
+    rows = aggregate(compare(cfg))
+    assert sorted(r["objective"] for r in rows) == ["cmim", "infonce"]
+    assert all(r["runs"] == 1 and 0.0 <= r["knn_acc_mean"] <= 1.0 for r in rows)

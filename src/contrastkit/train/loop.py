@@ -780,14 +780,18 @@ LEADERBOARD_METRICS = ("knn_acc", "linear_acc", "alignment", "uniformity", "effe
 
 def resolve_losses(spec) -> tuple[list[str], dict[str, str]]:
     """The objectives to train from a list of names or ``"all"``, and the skipped ones
-    with the reason (not registered, or inputs the loop does not feed)."""
+    with the reason (not registered, or inputs the loop does not feed). Names of methods
+    (``train.methods``) are kept when listed; ``"all"`` means the registered losses."""
     registered = list_losses()
     names = registered if spec == "all" else ([spec] if isinstance(spec, str) else list(spec))
     keep, skipped = [], {}
     for name in names:
         key = name.lower()
-        if key not in registered:
-            skipped[name] = "not registered"
+        if find_method(key) is not None:
+            if key not in keep:
+                keep.append(key)
+        elif key not in registered:
+            skipped[name] = "not registered (neither a loss nor a method)"
         elif getattr(loss_info(key).cls, "inputs", "views") not in INPUT_KINDS:
             skipped[name] = f"inputs {loss_info(key).cls.inputs!r} are not fed by the loop"
         elif key not in keep:
