@@ -234,8 +234,11 @@ class Contriever(SeededDraws, TextMethod):
 
     Defaults: ``ratio_min=0.1`` (paper; the released script ``contriever.sh`` uses 0.05),
     ``ratio_max=0.5``, ``delete_prob=0.1`` (script and paper summary), ``temperature=0.05``,
-    ``similarity="dot"`` (script: no normalisation), ``momentum=0.999`` (the script uses
-    0.9995 over 500k steps; 0.999 suits runs of hundreds of steps). ``seed`` seeds the
+    ``similarity="dot"`` (script: no normalisation; an encoder that normalises its
+    output, as all-MiniLM-L6-v2 does by its folder's settings, makes it cosine: pass
+    ``normalize=False`` to the encoder for the script's raw dot products),
+    ``momentum=0.999`` (the script uses 0.9995 over 500k steps; 0.999 suits runs of
+    hundreds of steps). ``seed`` seeds the
     method's own generator for crops and deletions (saved in ``state_dict``).
 
     The key encoder, the queue and the generator are all in ``state_dict``: a method
