@@ -474,3 +474,11 @@ def test_real_minilm_one_step(tmp_path):
     moved = (res.encoder.encode(SENTENCES[:4]) - before.encode(SENTENCES[:4])).abs().max()
     assert 0 < moved < 0.1
     assert (tmp_path / "checkpoint.pt").is_file()
+
+
+def test_a_text_method_must_define_its_loss():
+    class NoLoss(TextMethod):
+        inputs = "sentences"
+
+    with pytest.raises(TypeError, match="batch_loss"):
+        NoLoss()

@@ -260,3 +260,14 @@ def test_compare_trains_methods_beside_losses():
     rows = aggregate(compare(cfg))
     assert sorted(r["objective"] for r in rows) == ["cmim", "infonce"]
     assert all(r["runs"] == 1 and 0.0 <= r["knn_acc_mean"] <= 1.0 for r in rows)
+
+
+def test_a_method_must_define_its_features_and_loss():
+    from contrastkit.train.methods import MethodModel
+
+    class Partial(MethodModel):
+        def features(self, x):
+            return x
+
+    with pytest.raises(TypeError, match="batch_loss"):
+        Partial((1, 8, 8))

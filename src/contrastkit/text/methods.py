@@ -23,6 +23,7 @@ halves, not ``batch_loss``.
 
 from __future__ import annotations
 
+import abc
 import inspect
 
 import torch
@@ -34,7 +35,7 @@ INPUT_KINDS = ("sentences", "pairs", "triples", "documents", "graded")
 TEXT_METHODS: dict[str, type] = {}
 
 
-class TextMethod(torch.nn.Module):
+class TextMethod(torch.nn.Module, metaclass=abc.ABCMeta):
     """Base class. ``inputs`` names the example kind the method trains on.
 
     Examples per kind: ``sentences``/``documents`` -> ``str``; ``pairs`` -> ``(a, b)``;
@@ -46,8 +47,9 @@ class TextMethod(torch.nn.Module):
     summary: str = ""
     paper: str = ""
 
-    def batch_loss(self, encoder, batch: list) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def batch_loss(self, encoder, batch: list) -> torch.Tensor:
+        """The loss of one batch of examples (a list in this method's ``inputs`` shape)."""
 
     def after_step(self, encoder) -> None:
         """Called after each optimizer step (momentum encoders, queues). Default: nothing."""

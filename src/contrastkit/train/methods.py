@@ -38,6 +38,7 @@ docs/results.md. Methods run on one process (no ``torchrun``, no ``grad_cache_ch
 
 from __future__ import annotations
 
+import abc
 import math
 import warnings
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ from contrastkit.train.config import TrainConfig
 from contrastkit.train.data import ImageData
 
 
-class MethodModel(nn.Module):
+class MethodModel(nn.Module, metaclass=abc.ABCMeta):
     """What the training loop needs from a method (see the module doc)."""
 
     views = 2  # augmented views per sample the loop draws; 0: the clean batch
@@ -67,8 +68,9 @@ class MethodModel(nn.Module):
                 f"the training image size."
             )
 
+    @abc.abstractmethod
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The representation evaluation uses, ``(N, D)``."""
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.features(x)
@@ -77,8 +79,10 @@ class MethodModel(nn.Module):
     def bind(self, data: ImageData) -> None:
         """Called once before training with the training data (per-sample side data)."""
 
+    @abc.abstractmethod
     def batch_loss(self, views, labels, index, epoch: int) -> torch.Tensor:
-        raise NotImplementedError
+        """The objective of one batch: ``views`` (a tuple of augmented batches, or the clean
+        batch alone when ``views == 0``), class ``labels``, dataset ``index``."""
 
     def after_step(self, step: int, total: int) -> None:
         """Called after every optimizer step; ``step`` counts from 1 to ``total``."""
