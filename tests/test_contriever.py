@@ -7,6 +7,8 @@ import os
 import pytest
 import torch
 
+from conftest import Interrupt, stop_after
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 pytest.importorskip("transformers")
 
@@ -380,15 +382,6 @@ def test_one_real_minilm_step_moves_query_encoder_only():
     assert method.queue.get().shape == (4, enc.dim)
 
 
-class _Interrupt(Exception):
-    pass
-
-
-def _stop_after_first_epoch(record):
-    if record["epoch"] == 1:
-        raise _Interrupt
-
-
 def test_train_text_resumes_contriever_exactly(tokenizer, tmp_path):
     """Through the text training loop: two epochs straight equal one epoch, a crash, and a
     resume from the checkpoint (key encoder, queue and crop generator restored)."""
@@ -412,8 +405,8 @@ def test_train_text_resumes_contriever_exactly(tokenizer, tmp_path):
         )
 
     straight = train_text(cfg(tmp_path / "a"), docs)
-    with pytest.raises(_Interrupt):
-        train_text(cfg(tmp_path / "b"), docs, callbacks=[_stop_after_first_epoch])
+    with pytest.raises(Interrupt):
+        train_text(cfg(tmp_path / "b"), docs, callbacks=[stop_after(1)])
     resumed = train_text(cfg(tmp_path / "b", resume=str(tmp_path / "b" / "checkpoint.pt")), docs)
     a, b = straight.encoder.state_dict(), resumed.encoder.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

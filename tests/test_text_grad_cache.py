@@ -9,6 +9,9 @@ import os
 import pytest
 import torch
 
+from conftest import Interrupt, stop_after
+from test_text_train import _cfg  # noqa: E402  (the tiny-BERT run config)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from contrastkit.text.methods import (  # noqa: E402
@@ -183,21 +186,6 @@ def test_method_parameters_get_their_gradient(tiny):
 # ---------------------------------------------------------------------------- training
 
 
-def _cfg(tiny, out, **kw):
-    base = dict(model=str(tiny), max_length=16, batch_size=4, lr=1e-3, epochs=2, seed=3)
-    base.update(kw)
-    return TextTrainConfig(out=str(out), **base)
-
-
-class Interrupt(Exception):
-    pass
-
-
-def _stop_after_first_epoch(record):
-    if record["epoch"] == 1:
-        raise Interrupt
-
-
 def _same_weights(a, b):
     a, b = a.encoder.state_dict(), b.encoder.state_dict()
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -207,7 +195,7 @@ def test_training_exact_resume_with_grad_cache(tiny, tmp_path):
     straight = train_text(_cfg(tiny, tmp_path / "a", grad_cache_chunk=3), SENTENCES)
     cfg = _cfg(tiny, tmp_path / "b", grad_cache_chunk=3)
     with pytest.raises(Interrupt):
-        train_text(cfg, SENTENCES, callbacks=[_stop_after_first_epoch])
+        train_text(cfg, SENTENCES, callbacks=[stop_after(1)])
     ckpt = str(tmp_path / "b" / "checkpoint.pt")
     resumed = train_text(_cfg(tiny, tmp_path / "b", grad_cache_chunk=3, resume=ckpt), SENTENCES)
     assert _same_weights(straight, resumed)

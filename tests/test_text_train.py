@@ -8,6 +8,8 @@ import os
 import pytest
 import torch
 
+from conftest import Interrupt, stop_after
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from contrastkit.text import data as text_data  # noqa: E402
@@ -353,20 +355,11 @@ def _cfg(tiny, out, **kw):
     return TextTrainConfig(out=str(out), **base)
 
 
-class Interrupt(Exception):
-    pass
-
-
-def _stop_after_first_epoch(record):
-    if record["epoch"] == 1:
-        raise Interrupt
-
-
 def test_two_epochs_equal_one_plus_resume(tiny, tmp_path):
     straight = train_text(_cfg(tiny, tmp_path / "a", warmup_ratio=0.25), SENTENCES)
     cfg = _cfg(tiny, tmp_path / "b", warmup_ratio=0.25)
     with pytest.raises(Interrupt):  # a run killed after its first checkpoint
-        train_text(cfg, SENTENCES, callbacks=[_stop_after_first_epoch])
+        train_text(cfg, SENTENCES, callbacks=[stop_after(1)])
     ckpt = str(tmp_path / "b" / "checkpoint.pt")
     resumed = train_text(_cfg(tiny, tmp_path / "b", warmup_ratio=0.25, resume=ckpt), SENTENCES)
     a, b = straight.encoder.state_dict(), resumed.encoder.state_dict()
